@@ -1,0 +1,142 @@
+"""Settings: one pydantic-settings object, read from ``INGESTD_*`` environment variables.
+
+Nested settings use ``__`` (``INGESTD_EMBEDDER__PROVIDER=openai``). Stage implementations are
+chosen by a ``provider`` field (a discriminated union), so a new provider is one class and one
+line in the union. Every setting is documented in docs/reference/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_OWNER = "local"
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("ingestd", appauthor=False))
+
+
+class HashEmbedderSettings(BaseModel):
+    """Deterministic, dependency-free, lexical vectors: for tests, demos and dry runs."""
+
+    provider: Literal["hash"] = "hash"
+    dimensions: int = Field(256, ge=8, le=4096)
+
+
+class LocalEmbedderSettings(BaseModel):
+    """A sentence-transformers model on this machine (extra ``ingestd[local]``)."""
+
+    provider: Literal["local"] = "local"
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(64, ge=1)
+    device: str = "cpu"
+
+
+class OpenAIEmbedderSettings(BaseModel):
+    """Any OpenAI-compatible ``/embeddings`` endpoint, through the official SDK."""
+
+    provider: Literal["openai"] = "openai"
+    model: str = "text-embedding-3-small"
+    base_url: str = "https://api.openai.com/v1"
+    # Falls back to OPENAI_API_KEY when unset.
+    api_key: SecretStr | None = None
+    dimensions: int | None = None
+    timeout_seconds: float = 60.0
+    max_inputs_per_request: int = Field(2048, ge=1, le=2048)
+    max_tokens_per_request: int = Field(300_000, ge=1, le=300_000)
+    max_tokens_per_input: int = Field(8191, ge=1, le=8191)
+    price_per_million_tokens: float = 0.02
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get("OPENAI_API_KEY")
+
+
+EmbedderSettings = Annotated[
+    HashEmbedderSettings | LocalEmbedderSettings | OpenAIEmbedderSettings,
+    Field(discriminator="provider"),
+]
+
+
+class LocalParserSettings(BaseModel):
+    provider: Literal["local"] = "local"
+    timeout_seconds: float = Field(120.0, gt=0)
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+
+
+class LlamaParseSettings(BaseModel):
+    provider: Literal["llamaparse"] = "llamaparse"
+    base_url: str = "https://api.cloud.llamaindex.ai"
+    # Falls back to LLAMA_CLOUD_API_KEY when unset.
+    api_key: SecretStr | None = None
+    api_version: Literal["v2", "v1"] = "v2"
+    tier: str = "cost_effective"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    poll_after_seconds: float = 30.0
+    timeout_seconds: float = 60.0
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get("LLAMA_CLOUD_API_KEY")
+
+
+ParserSettings = Annotated[
+    LocalParserSettings | LlamaParseSettings, Field(discriminator="provider")
+]
+
+
+class ChunkerSettings(BaseModel):
+    tokens: int = Field(400, ge=16, le=8191)
+    overlap: int = Field(40, ge=0)
+    encoding: str = "cl100k_base"
+
+
+class WorkerSettings(BaseModel):
+    concurrency: int = Field(64, ge=1, le=1024)
+    batch_size: int = Field(32, ge=1, le=500)
+    lease_seconds: float = Field(DEFAULT_LEASE_SECONDS, gt=0)
+    poll_seconds: float = Field(2.0, gt=0)
+    grace_seconds: float = Field(20.0, ge=0)
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_seconds: float = Field(2.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything ingestd reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INGESTD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    database_url: str | None = None
+    db_pool_size: int = Field(8, ge=1)
+    statement_timeout_ms: int = Field(30_000, ge=0)
+    owner: str = DEFAULT_OWNER
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "console"
+
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    parser: ParserSettings = Field(default_factory=LocalParserSettings)
+    chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
+    embedder: EmbedderSettings = Field(default_factory=HashEmbedderSettings)
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"

@@ -1,0 +1,92 @@
+"""The ports of the pipeline: the small interfaces that stages call and adapters implement.
+
+The pipeline core (stages, worker) imports these, never a concrete parser, chunker, embedder or
+blob store; ``app.build_app`` wires the concrete adapters from settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """A parser's output: the document as Markdown, plus what it learned on the way."""
+
+    markdown: str
+    page_count: int | None = None
+    title: str | None = None
+    language: str | None = None
+    # Character offsets in ``markdown`` where each page after the first starts (PDF, PPTX, ...).
+    page_starts: tuple[int, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Parser(Protocol):
+    """bytes + media type -> Markdown. Raises ``PermanentError`` with a ``parse.*`` code on bad input."""
+
+    name: str
+
+    def parse(self, data: bytes, media_type: str, filename: str = "") -> ParsedDocument: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of a document, sized for the embedder."""
+
+    ordinal: int
+    text: str
+    token_count: int
+    heading_path: tuple[str, ...] = ()
+    page: int | None = None
+    start_offset: int = 0  # character offset of the chunk's start in the parsed Markdown
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """Markdown -> ordered chunks. ``version`` changes whenever the output for a text may change."""
+
+    version: str
+
+    def chunk(self, doc: ParsedDocument) -> list[Chunk]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingUsage:
+    """What an embedding call cost: tokens as the provider counted them, and requests made."""
+
+    prompt_tokens: int = 0
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
+    usage: EmbeddingUsage
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A batch of texts -> one vector each, in order. ``model`` names the vector space stored."""
+
+    model: str
+    dimensions: int
+    max_input_tokens: int
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult: ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Content-addressed bytes: ``put`` returns the key (the sha256 hex of the content)."""
+
+    def put(self, data: bytes) -> str: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
