@@ -1,0 +1,38 @@
+# ingestd — the entry points everyone uses. Everything installs into ./.venv from the package
+# registry; nothing needs to be installed by hand.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO_HOME ?= $(CURDIR)/.ingestd-home/demo
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned (torch==2.13.0, CPU build) through the "local" extra.
+	$(PY) -m pip install --quiet -e '.[local,dev]'
+	touch $(STAMP)
+
+demo: setup
+	INGESTD_HOME=$(DEMO_HOME) $(VENV)/bin/ingestd run samples --processes 2 \
+		--owner demo-$$(date +%s) --query "quarterly revenue growth"
+	INGESTD_HOME=$(DEMO_HOME) $(VENV)/bin/ingestd db stop
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider --cov=ingestd --cov-report=term:skip-covered \
+		--durations=10
+
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .ingestd-home .coverage .coverage.* build src/*.egg-info

@@ -1,0 +1,36 @@
+"""Pure rules for failures: backoff, and what a classified error does to a job."""
+
+from __future__ import annotations
+
+import random
+
+from ingestd.errors import (
+    IngestdError,
+    PermanentError,
+    RateLimitedError,
+    RecoverableError,
+)
+
+
+def backoff_seconds(retry_count: int, base: float, cap: float,
+                    rng: random.Random | None = None) -> float:
+    """Exponential backoff with 'equal jitter': between half and all of base * 2**retry_count."""
+    ceiling = min(cap, base * (2 ** max(0, retry_count)))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def retry_delay(error: IngestdError, retry_count: int, base: float, cap: float) -> float:
+    """Seconds before the next try: the vendor's Retry-After when it gave one, else backoff."""
+    delay = backoff_seconds(retry_count, base, cap)
+    if isinstance(error, RateLimitedError) and error.retry_after is not None:
+        return min(cap, max(error.retry_after, 0.0)) + random.uniform(0, 0.25)
+    return delay
+
+
+def should_fail(error: IngestdError, retry_count: int, max_attempts: int) -> bool:
+    """Fail the stage now (permanent error, or out of tries) rather than retry it."""
+    if isinstance(error, PermanentError):
+        return True
+    if isinstance(error, RecoverableError):
+        return False  # waiting for a service to come back is not the document's fault
+    return retry_count + 1 >= max_attempts

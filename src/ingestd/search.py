@@ -1,0 +1,63 @@
+"""Vector search: the top-k chunks nearest a query, by cosine distance on the model's HNSW index."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ingestd.db import QUERIES, Database
+from ingestd.db.database import Conn
+from ingestd.errors import PermanentError
+from ingestd.ports import Embedder
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    chunk_id: str
+    document_id: uuid.UUID
+    filename: str
+    ordinal: int
+    text: str
+    heading_path: list[str]
+    page: int | None
+    score: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "chunk_id": self.chunk_id,
+            "document_id": str(self.document_id),
+            "filename": self.filename,
+            "ordinal": self.ordinal,
+            "text": self.text,
+            "heading_path": self.heading_path,
+            "page": self.page,
+            "score": round(self.score, 6),
+        }
+
+
+async def search(db: Database, embedder: Embedder, text: str, *, owner: str, limit: int = 5,
+                 document_id: uuid.UUID | None = None) -> list[SearchResult]:
+    """The ``limit`` chunks of ``owner``'s documents nearest ``text``, best first."""
+    if not text.strip():
+        raise PermanentError("search.empty_query", "the search text is empty")
+    if not 1 <= limit <= 1000:
+        raise PermanentError("search.bad_limit", "limit must be between 1 and 1000")
+    embedded = await embedder.embed([text])
+    vector = np.asarray(embedded.vectors[0], dtype=np.float32)
+    query = sql.SQL(QUERIES["search_chunks"]).format(
+        dims=sql.Literal(embedder.dimensions), model=sql.Literal(embedder.model)
+    )
+    params = {"query": vector, "owner": owner, "document_id": document_id, "limit": limit}
+
+    async def work(conn: Conn) -> list[SearchResult]:
+        # Keep scanning the index until enough rows pass the owner/document filter.
+        await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(query, params)
+        return [SearchResult(**row) for row in await cur.fetchall()]
+
+    return await db.transaction(work)

@@ -1,0 +1,344 @@
+"""The pipeline's stages, as functions of their inputs and the ports, applied to a batch of jobs.
+
+``Pipeline.step(state, jobs)`` runs the stage that a job in ``state`` needs, for every job of the
+batch that is in that state, and commits the outcomes — each job's transition, its event row and
+the stage's output — in one transaction. A failure of one job becomes that job's outcome (retry
+or fail) and never touches the other jobs of the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from ingestd.chunking import chunk_id
+from ingestd.config import WorkerSettings
+from ingestd.db import Database
+from ingestd.db.database import Conn
+from ingestd.errors import IngestdError, PermanentError, TransientError
+from ingestd.jobs import (
+    ClaimedJob,
+    JobStore,
+    Outcome,
+    Writer,
+    advance,
+    finalize_chunks,
+    pending_vectors,
+    unfinished_jobs,
+    write_chunk_buffer,
+    write_vectors,
+)
+from ingestd.ports import BlobStore, Chunk, Chunker, Embedder, ParsedDocument
+from ingestd.retry import retry_delay, should_fail
+from ingestd.states import FAILURE_OF, State
+
+log = structlog.get_logger(__name__)
+
+ParseFn = Callable[[bytes, str, str], Awaitable[ParsedDocument]]
+ValidateFn = Callable[[ParsedDocument], None]
+StageResult = tuple[list[Outcome], Writer | None]
+
+# Parsed documents up to this size stay in memory between the parse and chunk stages of a batch.
+PARSED_CACHE_MAX_CHARS = 1_000_000
+
+
+@dataclass
+class StagePorts:
+    """The adapters the stages call; wired from settings by ``app.build_app``."""
+
+    blobs: BlobStore
+    parse: ParseFn
+    validate: ValidateFn
+    chunker: Chunker
+    embedder: Embedder
+    parser_name: str = "local"
+
+
+def error_outcome(job: ClaimedJob, exc: IngestdError, settings: WorkerSettings,
+                  duration_ms: int | None = None) -> Outcome:
+    """Fail the stage (permanent, or out of tries) or schedule a retry with backoff."""
+    if should_fail(exc, job.retry_count, job.max_attempts):
+        return Outcome(job, FAILURE_OF[job.state], kind="fail", release=True,
+                       retry_count=job.retry_count, error=exc.to_json(), duration_ms=duration_ms)
+    delay = retry_delay(exc, job.retry_count, settings.backoff_base_seconds,
+                        settings.backoff_max_seconds)
+    return Outcome(job, job.state, kind="retry", release=True, delay=delay,
+                   retry_count=job.retry_count + 1, error=exc.to_json(), duration_ms=duration_ms)
+
+
+def as_ingestd_error(exc: BaseException) -> IngestdError:
+    if isinstance(exc, IngestdError):
+        return exc
+    # A bug or an unexpected library error: retried, then failed, with the cause recorded.
+    return TransientError("internal.error", f"{type(exc).__name__}: {exc}")
+
+
+def split_usage(total: int, weights: Sequence[int]) -> list[int]:
+    """Share ``total`` among jobs in proportion to ``weights``; the parts add up to ``total``."""
+    weight_sum = sum(weights)
+    if weight_sum == 0:
+        return [0 for _ in weights]
+    exact = [total * w / weight_sum for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+class Pipeline:
+    """Runs one stage for a batch of jobs that are all in the same state."""
+
+    def __init__(self, db: Database, store: JobStore, ports: StagePorts,
+                 settings: WorkerSettings, *, embed_slice: int = 1024) -> None:
+        self.db = db
+        self.store = store
+        self.ports = ports
+        self.settings = settings
+        self.embed_slice = embed_slice
+        self._parsed: dict[uuid.UUID, ParsedDocument] = {}
+        self._handlers: dict[State, Callable[[list[ClaimedJob]], Awaitable[StageResult]]] = {
+            State.UPLOADED: self._enqueue_parse,
+            State.PARSE_QUEUED: self._parse,
+            State.PARSED: self._validate,
+            State.PARSE_VALIDATED: self._start_chunking,
+            State.CHUNKING: self._chunk,
+            State.CHUNKS_STORED: self._enqueue_embedding,
+            State.EMBEDDING_QUEUED: self._start_embedding,
+            State.EMBEDDING_IN_PROGRESS: self._embed,
+            State.EMBEDDINGS_STORED: self._finalize,
+        }
+
+    async def step(self, state: State, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """Run ``state``'s stage; returns the jobs this worker keeps (in their new state)."""
+        outcomes, write = await self._handlers[state](jobs)
+        moved = await self.store.commit(outcomes, write)
+        for outcome in outcomes:
+            if outcome.job.id not in moved or not outcome.continues:
+                self._parsed.pop(outcome.job.id, None)
+            if outcome.kind in ("fail", "retry") and outcome.job.id in moved:
+                log.info("job." + outcome.kind, job_id=str(outcome.job.id),
+                         correlation_id=str(outcome.job.correlation_id),
+                         state=outcome.job.state.value, error=outcome.error)
+        return [o.next_job() for o in outcomes if o.job.id in moved and o.continues]
+
+    def forget(self, job_id: uuid.UUID) -> None:
+        self._parsed.pop(job_id, None)
+
+    # -- stages that only record progress ------------------------------------------------
+
+    async def _enqueue_parse(self, jobs: list[ClaimedJob]) -> StageResult:
+        return [advance(j, State.PARSE_QUEUED, parser=self.ports.parser_name) for j in jobs], None
+
+    async def _start_chunking(self, jobs: list[ClaimedJob]) -> StageResult:
+        version = self.ports.chunker.version
+        return [advance(j, State.CHUNKING, chunker_version=version) for j in jobs], None
+
+    async def _enqueue_embedding(self, jobs: list[ClaimedJob]) -> StageResult:
+        embedder = self.ports.embedder
+        return [advance(j, State.EMBEDDING_QUEUED, embedding_model=embedder.model,
+                        embedding_dimensions=embedder.dimensions) for j in jobs], None
+
+    async def _start_embedding(self, jobs: list[ClaimedJob]) -> StageResult:
+        return [advance(j, State.EMBEDDING_IN_PROGRESS) for j in jobs], None
+
+    # -- parse and validate --------------------------------------------------------------
+
+    async def _parse(self, jobs: list[ClaimedJob]) -> StageResult:
+        outcomes = await asyncio.gather(*(self._parse_one(j) for j in jobs))
+        return list(outcomes), None
+
+    async def _parse_one(self, job: ClaimedJob) -> Outcome:
+        started = time.monotonic()
+        try:
+            data = await asyncio.to_thread(self.ports.blobs.get, job.blob_key)
+            parsed = await self.ports.parse(data, job.media_type, job.filename)
+            del data
+            key = await asyncio.to_thread(self.ports.blobs.put, parsed.markdown.encode())
+        except Exception as exc:
+            return error_outcome(job, as_ingestd_error(exc), self.settings, _ms(started))
+        if len(parsed.markdown) <= PARSED_CACHE_MAX_CHARS:
+            self._parsed[job.id] = parsed
+        metadata = parse_metadata(parsed)
+        return advance(job, State.PARSED, _ms(started), parsed_blob_key=key,
+                       parse_metadata=metadata, usage={"parsed_pages": parsed.page_count or 0})
+
+    async def _load_parsed(self, job: ClaimedJob) -> ParsedDocument:
+        cached = self._parsed.get(job.id)
+        if cached is not None:
+            return cached
+        if job.parsed_blob_key is None:
+            raise PermanentError("parse.missing_output", "the job has no parsed text to work on")
+        raw = await asyncio.to_thread(self.ports.blobs.get, job.parsed_blob_key)
+        return parsed_from_metadata(raw.decode(), job.parse_metadata)
+
+    async def _validate(self, jobs: list[ClaimedJob]) -> StageResult:
+        outcomes = []
+        for job in jobs:
+            started = time.monotonic()
+            try:
+                parsed = await self._load_parsed(job)
+                self.ports.validate(parsed)
+                outcomes.append(advance(job, State.PARSE_VALIDATED, _ms(started)))
+            except Exception as exc:
+                outcomes.append(error_outcome(job, as_ingestd_error(exc), self.settings))
+        return outcomes, None
+
+    # -- chunk ---------------------------------------------------------------------------
+
+    async def _chunk(self, jobs: list[ClaimedJob]) -> StageResult:
+        outcomes: list[Outcome] = []
+        chunks: dict[uuid.UUID, list[tuple[str, Chunk]]] = {}
+        for job in jobs:
+            started = time.monotonic()
+            try:
+                parsed = await self._load_parsed(job)
+                pieces = await asyncio.to_thread(self.ports.chunker.chunk, parsed)
+                if not pieces:
+                    raise PermanentError("chunk.empty", "the document produced no chunks")
+            except Exception as exc:
+                outcomes.append(error_outcome(job, as_ingestd_error(exc), self.settings))
+                continue
+            self._parsed.pop(job.id, None)
+            version = job.chunker_version or self.ports.chunker.version
+            doc_id = str(job.document_id)
+            chunks[job.id] = [(chunk_id(doc_id, version, c.ordinal, c.text), c) for c in pieces]
+            outcomes.append(advance(job, State.CHUNKS_STORED, _ms(started),
+                                    chunk_count=len(pieces)))
+
+        async def write(conn: Conn, moved: set[uuid.UUID]) -> None:
+            await write_chunk_buffer(conn, chunks, moved & set(chunks))
+
+        return outcomes, write
+
+    # -- embed ---------------------------------------------------------------------------
+
+    async def _embed(self, jobs: list[ClaimedJob]) -> StageResult:
+        started = time.monotonic()
+        active = {j.id: j for j in jobs}
+        failed: dict[uuid.UUID, Outcome] = {}
+        tokens: dict[uuid.UUID, int] = dict.fromkeys(active, 0)
+        while active:
+            pending = await pending_vectors(self.db, list(active), self.embed_slice)
+            if not pending:
+                break
+            vectors, usage_by_job, errors = await self._embed_slice(pending, active)
+            for job_id, exc in errors.items():
+                failed[job_id] = error_outcome(active.pop(job_id), exc, self.settings)
+            for job_id, n in usage_by_job.items():
+                tokens[job_id] = tokens.get(job_id, 0) + n
+            held = await self._store_vectors(vectors, list(active.values()))
+            for job_id in set(active) - held:
+                del active[job_id]  # lease lost: the new owner carries on
+        outcomes = list(failed.values())
+        model = self.ports.embedder.model
+        outcomes += [advance(j, State.EMBEDDINGS_STORED, _ms(started),
+                             usage={"embedding_tokens": tokens[j.id]}, embedding_model=model)
+                     for j in active.values()]
+        return outcomes, None
+
+    async def _embed_slice(self, pending: list[tuple[uuid.UUID, str, str]],
+                           active: dict[uuid.UUID, ClaimedJob],
+                           ) -> tuple[list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int],
+                                      dict[uuid.UUID, IngestdError]]:
+        """Embed one slice; on a permanent error, embed job by job to isolate the culprit."""
+        try:
+            return await self._embed_texts(pending), {}
+        except Exception as exc:
+            error = as_ingestd_error(exc)
+            if not isinstance(error, PermanentError) or len({p[0] for p in pending}) == 1:
+                return [], {}, {job_id: error for job_id in {p[0] for p in pending}}
+        vectors: list[tuple[uuid.UUID, str, np.ndarray]] = []
+        usage: dict[uuid.UUID, int] = {}
+        errors: dict[uuid.UUID, IngestdError] = {}
+        for job_id in dict.fromkeys(p[0] for p in pending):
+            mine = [p for p in pending if p[0] == job_id]
+            try:
+                more, more_usage = await self._embed_texts(mine)
+            except Exception as exc:
+                errors[job_id] = as_ingestd_error(exc)
+                continue
+            vectors += more
+            usage.update(more_usage)
+        return vectors, usage, errors
+
+    async def _embed_texts(self, pending: list[tuple[uuid.UUID, str, str]],
+                           ) -> tuple[list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int]]:
+        result = await self.ports.embedder.embed([text for _, _, text in pending])
+        if len(result.vectors) != len(pending):
+            raise TransientError("embed.bad_response",
+                                 f"asked for {len(pending)} vectors, got {len(result.vectors)}")
+        rows = [(job_id, cid, np.asarray(vec, dtype=np.float32))
+                for (job_id, cid, _), vec in zip(pending, result.vectors, strict=True)]
+        job_ids = list(dict.fromkeys(p[0] for p in pending))
+        weights = [sum(len(t) for j, _, t in pending if j == job_id) for job_id in job_ids]
+        shares = split_usage(result.usage.prompt_tokens, weights)
+        return rows, dict(zip(job_ids, shares, strict=True))
+
+    async def _store_vectors(self, vectors: list[tuple[uuid.UUID, str, np.ndarray]],
+                             jobs: list[ClaimedJob]) -> set[uuid.UUID]:
+        async def work(conn: Conn) -> set[uuid.UUID]:
+            held = await self.store.lock_fenced(conn, jobs)
+            await write_vectors(conn, vectors, held)
+            return held
+
+        return await self.db.transaction(work)
+
+    # -- finalise ------------------------------------------------------------------------
+
+    async def _finalize(self, jobs: list[ClaimedJob]) -> StageResult:
+        async def incomplete(conn: Conn) -> set[uuid.UUID]:
+            return await unfinished_jobs(conn, [j.id for j in jobs])
+
+        missing = await self.db.transaction(incomplete)
+        outcomes = []
+        for job in jobs:
+            if job.id in missing:
+                error = PermanentError("embed.incomplete", "some chunks have no vector")
+                outcomes.append(error_outcome(job, error, self.settings))
+            else:
+                outcomes.append(advance(job, State.COMPLETE))
+
+        async def write(conn: Conn, moved: set[uuid.UUID]) -> None:
+            done = moved - missing
+            if done:
+                await finalize_chunks(conn, done)
+
+        return outcomes, write
+
+
+def parse_metadata(parsed: ParsedDocument) -> dict[str, Any]:
+    """What a later stage needs to rebuild the ParsedDocument from its stored Markdown."""
+    meta: dict[str, Any] = {
+        "page_count": parsed.page_count,
+        "title": parsed.title,
+        "language": parsed.language,
+        "page_starts": list(parsed.page_starts),
+        "chars": len(parsed.markdown),
+    }
+    if parsed.metadata:
+        meta["extra"] = json.loads(json.dumps(parsed.metadata, default=str))
+    return meta
+
+
+def parsed_from_metadata(markdown: str, meta: dict[str, Any]) -> ParsedDocument:
+    return ParsedDocument(
+        markdown=markdown,
+        page_count=meta.get("page_count"),
+        title=meta.get("title"),
+        language=meta.get("language"),
+        page_starts=tuple(meta.get("page_starts") or ()),
+        metadata=meta.get("extra") or {},
+    )
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
