@@ -36,6 +36,7 @@ class BackgroundServer:
     def __init__(
         self, app: Any, host: str = "127.0.0.1", port: int | None = None, **uvicorn_options: Any
     ) -> None:
+        self.app = app
         self.host = host
         self.port = port or free_port(host)
         options: dict[str, Any] = {"log_level": "warning", "lifespan": "off"} | uvicorn_options

@@ -1,0 +1,1 @@
+"""Embedder adapters behind the ``ingestd.ports.Embedder`` port: hash, local model, OpenAI."""
