@@ -1,0 +1,267 @@
+"""The Markdown chunker: parsed Markdown -> ordered, token-sized chunks with heading path and page.
+
+``MarkdownChunker`` implements the ``Chunker`` port. Sizes are counted in tokens of the embedding
+model's tokenizer (``cl100k_base``, offline, see ``ingestd.tokens``). The semantic splitting is done
+by semantic-text-splitter's ``MarkdownSplitter`` (headings, then paragraphs, lists, sentences,
+words), sized by our tokenizer. Around it, three guards keep the promises the pipeline relies on:
+
+* the text is fed to the splitter in windows of at most ~64k characters, cut at a heading or blank
+  line, because the splitter's cost grows faster than linearly within one unbroken block;
+* a run of 2,000+ characters without whitespace (base64, a minified blob, one giant "word") is
+  cut by tokens directly: it holds no semantic boundary, and the splitter is quadratic on it;
+* every chunk is recounted, and one above the limit (it cannot happen today, the check is cheap)
+  is re-cut by tokens. No chunk ever exceeds ``min(max_tokens, hard_limit_tokens)``.
+
+The output is a pure function of the Markdown and the settings, so ``version`` names both the
+algorithm and every setting; ``chunk_id`` derives stable ids from it. See
+docs/decisions/0003-chunking-and-embedders.md for the measurements behind these choices.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from importlib.metadata import version as package_version
+
+from semantic_text_splitter import MarkdownSplitter
+
+from ingestd import tokens
+from ingestd.errors import ConfigurationError
+from ingestd.ports import Chunk, ParsedDocument
+
+ALGORITHM = "md-tok-v1"
+# Output can change with the splitter's minor version, so it is part of the chunker version.
+_SPLITTER_VERSION = "sts" + ".".join(package_version("semantic-text-splitter").split(".")[:2])
+
+WINDOW_CHARS = 64_000
+LONG_RUN_CHARS = 2_000
+TOKEN_PIECE_CHARS = 32_000
+_PIECE_MARGIN = 16
+
+_LONG_RUN = re.compile(rf"(?<!\S)\S{{{LONG_RUN_CHARS},}}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_HEADING_OR_FENCE = re.compile(
+    r"^ {0,3}(?:(?P<fence>`{3,}|~{3,})"
+    r"|(?P<hashes>#{1,6})(?:[ \t]+(?P<title>.*?))?(?:[ \t]+#+)?[ \t]*$)",
+    re.MULTILINE,
+)
+
+Span = tuple[int, int]  # [start, end) character offsets in the Markdown
+
+
+def chunk_id(document_id: str, chunker_version: str, ordinal: int, text: str) -> str:
+    """Deterministic id of a chunk: 32 hex digits (128 bits) of a sha256 over the document id,
+    chunker version, ordinal and text, each length-prefixed so no two inputs collide by
+    concatenation. PostgreSQL's ``uuid`` type accepts the result as it is."""
+    digest = hashlib.sha256()
+    for field in (document_id, chunker_version, str(ordinal), text):
+        data = field.encode("utf-8", "surrogatepass")
+        digest.update(b"%d:" % len(data))
+        digest.update(data)
+    return digest.hexdigest()[:32]
+
+
+class MarkdownChunker:
+    """Markdown-aware, token-sized chunks with overlap, heading path, page and start offset."""
+
+    def __init__(
+        self,
+        max_tokens: int = 400,
+        overlap_tokens: int = 40,
+        encoding: str = tokens.DEFAULT_ENCODING,
+        hard_limit_tokens: int | None = None,
+    ) -> None:
+        capacity = max_tokens if hard_limit_tokens is None else min(max_tokens, hard_limit_tokens)
+        _check_sizes(capacity, overlap_tokens)
+        tokens.get_encoding(encoding)  # fail now, not on the first document
+        self.max_tokens = capacity
+        self.overlap_tokens = overlap_tokens
+        self.encoding = encoding
+        self.version = f"{ALGORITHM}:{_SPLITTER_VERSION}:{capacity}:{overlap_tokens}:{encoding}"
+        self._count: Callable[[str], int] = lambda text: tokens.count_tokens(text, encoding)
+        self._splitter = MarkdownSplitter.from_callback(self._count, capacity, overlap_tokens)
+
+    def chunk(self, doc: ParsedDocument) -> list[Chunk]:
+        """Split ``doc.markdown``; CPU-bound (about 1 s per MB), so call it off the event loop."""
+        markdown = _without_surrogates(doc.markdown)
+        headings = HeadingIndex(markdown)
+        chunks: list[Chunk] = []
+        for start, text, count in self._pieces(markdown):
+            chunks.append(
+                Chunk(
+                    ordinal=len(chunks),
+                    text=text,
+                    token_count=count,
+                    heading_path=headings.path_at(start),
+                    page=page_at(doc, start),
+                    start_offset=start,
+                )
+            )
+        return chunks
+
+    def _pieces(self, markdown: str) -> Iterator[tuple[int, str, int]]:
+        """(start, text, token count) of each chunk, in order, each within the limit."""
+        for start, end, is_long_run in segments(markdown):
+            if is_long_run:
+                spans: Iterator[Span] = self._token_spans(markdown, start, end)
+            else:
+                spans = self._semantic_spans(markdown, start, end)
+            for span_start, span_end in spans:
+                yield from self._checked(markdown, span_start, span_end)
+
+    def _semantic_spans(self, markdown: str, start: int, end: int) -> Iterator[Span]:
+        for offset, text in self._splitter.chunk_indices(markdown[start:end]):
+            if text.strip():
+                yield start + offset, start + offset + len(text)
+
+    def _checked(self, markdown: str, start: int, end: int) -> Iterator[tuple[int, str, int]]:
+        text = markdown[start:end]
+        if not text.strip():
+            return
+        count = self._count(text)
+        if count <= self.max_tokens:
+            yield start, text, count
+            return
+        for sub_start, sub_end in self._token_spans(markdown, start, end):
+            yield from self._checked(markdown, sub_start, sub_end)  # always a shorter span
+
+    def _token_spans(self, markdown: str, start: int, end: int) -> Iterator[Span]:
+        """Cut ``markdown[start:end]`` by tokens into full chunks sharing ``overlap_tokens``.
+
+        The text is encoded a piece at a time (``TOKEN_PIECE_CHARS``), so memory stays bounded on
+        a multi-megabyte run; no cut is made within ``_PIECE_MARGIN`` tokens of a piece's
+        artificial end, where tokens may differ from those of the whole text."""
+        pos = start
+        piece_chars = TOKEN_PIECE_CHARS
+        while pos < end:
+            stop = min(end, pos + piece_chars)
+            offsets = [pos + o for o in tokens.token_offsets(markdown[pos:stop], self.encoding)]
+            offsets.append(stop)
+            index, first = 0, pos
+            while pos < stop:
+                remaining = len(offsets) - 1 - index
+                if stop == end and remaining <= self.max_tokens:
+                    yield pos, end
+                    return
+                if stop < end and remaining <= self.max_tokens + _PIECE_MARGIN:
+                    break
+                taken, cut = self._fit(markdown, offsets, index)
+                yield pos, cut
+                index = _next_index(offsets, index, taken, self.overlap_tokens)
+                pos = offsets[index]
+            piece_chars = piece_chars * 2 if pos == first else TOKEN_PIECE_CHARS
+
+    def _fit(self, markdown: str, offsets: list[int], index: int) -> tuple[int, int]:
+        """(tokens taken, cut offset) of the longest token-aligned chunk from ``offsets[index]``
+        within the limit; re-encoding a cut text can merge differently at the cut, so check."""
+        start = offsets[index]
+        taken = self.max_tokens
+        while taken > 1 and (
+            offsets[index + taken] <= start
+            or self._count(markdown[start : offsets[index + taken]]) > self.max_tokens
+        ):
+            taken -= 1
+        return taken, offsets[index + taken]
+
+
+class HeadingIndex:
+    """ATX headings (``#`` to ``######``) outside fenced code, and the heading path at an offset."""
+
+    def __init__(self, markdown: str) -> None:
+        self._starts: list[int] = []
+        self._paths: list[tuple[str, ...]] = []
+        stack: list[tuple[int, str]] = []
+        fence: str | None = None
+        for match in _HEADING_OR_FENCE.finditer(markdown):
+            marker = match.group("fence")
+            if marker is not None:
+                fence = _toggle_fence(fence, marker)
+            elif fence is None:
+                level = len(match.group("hashes"))
+                while stack and stack[-1][0] >= level:
+                    stack.pop()
+                stack.append((level, (match.group("title") or "").strip()))
+                self._starts.append(match.start())
+                self._paths.append(tuple(title for _, title in stack))
+
+    def path_at(self, offset: int) -> tuple[str, ...]:
+        """Titles of the headings in effect at ``offset``, outermost first."""
+        index = bisect.bisect_right(self._starts, offset) - 1
+        return self._paths[index] if index >= 0 else ()
+
+
+def page_at(doc: ParsedDocument, offset: int) -> int | None:
+    """1-based page holding ``offset``; None when the document has no pages."""
+    if doc.page_starts:
+        return 1 + bisect.bisect_right(doc.page_starts, offset)
+    return 1 if doc.page_count == 1 else None
+
+
+def segments(markdown: str) -> Iterator[tuple[int, int, bool]]:
+    """Cover ``markdown`` with (start, end, is_long_run) pieces: runs of ``LONG_RUN_CHARS`` or more
+    non-whitespace characters, and windows of at most ``WINDOW_CHARS`` between them."""
+    pos = 0
+    for match in _LONG_RUN.finditer(markdown):
+        yield from _windows(markdown, pos, match.start())
+        yield match.start(), match.end(), True
+        pos = match.end()
+    yield from _windows(markdown, pos, len(markdown))
+
+
+def _windows(markdown: str, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+    while end - start > WINDOW_CHARS:
+        cut = _best_cut(markdown, start + WINDOW_CHARS // 2, start + WINDOW_CHARS)
+        yield start, cut, False
+        start = cut
+    if end > start:
+        yield start, end, False
+
+
+def _best_cut(markdown: str, low: int, high: int) -> int:
+    """The strongest boundary in [low, high): a heading, a blank line, a line, a space."""
+    for needle in ("\n#", "\n\n", "\n", " "):
+        found = markdown.rfind(needle, low, high)
+        if found >= low:
+            return found + 1
+    return high
+
+
+def _next_index(offsets: list[int], index: int, taken: int, overlap: int) -> int:
+    """Index of the token that starts the next chunk: ``overlap`` tokens before the cut, unless
+    that would not move forward (a character split across tokens repeats an offset)."""
+    following = index + taken
+    candidate = following - overlap
+    if overlap and candidate > index and offsets[candidate] > offsets[index]:
+        return candidate
+    while offsets[following] <= offsets[index]:
+        following += 1
+    return following
+
+
+def _toggle_fence(open_fence: str | None, marker: str) -> str | None:
+    if open_fence is None:
+        return marker
+    if marker[0] == open_fence[0] and len(marker) >= len(open_fence):
+        return None
+    return open_fence
+
+
+def _without_surrogates(text: str) -> str:
+    """Lone surrogates (from lenient decoders) become U+FFFD: one character each, offsets hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _check_sizes(capacity: int, overlap: int) -> None:
+    if capacity < 8:
+        raise ConfigurationError(f"chunks must allow at least 8 tokens, not {capacity}")
+    if not 0 <= overlap < capacity:
+        raise ConfigurationError(
+            f"chunk overlap must be at least 0 and below the chunk size ({capacity} tokens), "
+            f"not {overlap}"
+        )
