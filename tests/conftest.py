@@ -78,9 +78,15 @@ def make_settings(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
             "home": tmp_path / "home",
             "database_url": db_url,
             "embedder": HashEmbedderSettings(dimensions=TEST_DIMENSIONS),
-            "worker": WorkerSettings(**{"lease_seconds": 5.0, "poll_seconds": 0.5,
-                                        "backoff_base_seconds": 0.05,
-                                        "backoff_max_seconds": 0.2, **worker}),
+            "worker": WorkerSettings(
+                **{
+                    "lease_seconds": 5.0,
+                    "poll_seconds": 0.5,
+                    "backoff_base_seconds": 0.05,
+                    "backoff_max_seconds": 0.2,
+                    **worker,
+                }
+            ),
             "log_level": "WARNING",
         }
         return Settings(**{**base, **overrides})
@@ -102,17 +108,19 @@ async def app(settings: Settings) -> AsyncIterator[App]:
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment for an ``ingestd`` subprocess that uses ``settings``' database and home."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTD_")}
-    env.update({
-        "INGESTD_HOME": str(settings.home),
-        "INGESTD_DATABASE_URL": settings.database_url or "",
-        "INGESTD_EMBEDDER__PROVIDER": "hash",
-        "INGESTD_EMBEDDER__DIMENSIONS": str(TEST_DIMENSIONS),
-        "INGESTD_WORKER__LEASE_SECONDS": str(settings.worker.lease_seconds),
-        "INGESTD_WORKER__POLL_SECONDS": str(settings.worker.poll_seconds),
-        "INGESTD_WORKER__BACKOFF_BASE_SECONDS": str(settings.worker.backoff_base_seconds),
-        "INGESTD_WORKER__BACKOFF_MAX_SECONDS": str(settings.worker.backoff_max_seconds),
-        "INGESTD_LOG_FORMAT": "json",
-        "INGESTD_LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "INGESTD_HOME": str(settings.home),
+            "INGESTD_DATABASE_URL": settings.database_url or "",
+            "INGESTD_EMBEDDER__PROVIDER": "hash",
+            "INGESTD_EMBEDDER__DIMENSIONS": str(TEST_DIMENSIONS),
+            "INGESTD_WORKER__LEASE_SECONDS": str(settings.worker.lease_seconds),
+            "INGESTD_WORKER__POLL_SECONDS": str(settings.worker.poll_seconds),
+            "INGESTD_WORKER__BACKOFF_BASE_SECONDS": str(settings.worker.backoff_base_seconds),
+            "INGESTD_WORKER__BACKOFF_MAX_SECONDS": str(settings.worker.backoff_max_seconds),
+            "INGESTD_LOG_FORMAT": "json",
+            "INGESTD_LOG_LEVEL": "INFO",
+        }
+    )
     env.update(extra)
     return env

@@ -17,6 +17,7 @@ from ingestd.config import (
 )
 from ingestd.db import Database
 from ingestd.errors import ConfigurationError
+from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import JobStore
 from ingestd.ports import Chunker, Embedder, ParsedDocument
 from ingestd.stages import ParseFn, Pipeline, StagePorts
@@ -33,8 +34,7 @@ def build_embedder(settings: Settings) -> Embedder:
     if isinstance(config, LocalEmbedderSettings):
         from ingestd.embedders.local import LocalEmbedder
 
-        return LocalEmbedder(model=config.model, batch_size=config.batch_size,
-                             device=config.device)
+        return LocalEmbedder(model=config.model, batch_size=config.batch_size, device=config.device)
     if isinstance(config, OpenAIEmbedderSettings):
         from ingestd.embedders.openai import OpenAIEmbedder
 
@@ -45,8 +45,11 @@ def build_embedder(settings: Settings) -> Embedder:
                 "INGESTD_EMBEDDER__API_KEY"
             )
         return OpenAIEmbedder(
-            model=config.model, api_key=api_key, base_url=config.base_url,
-            dimensions=config.dimensions, timeout=config.timeout_seconds,
+            model=config.model,
+            api_key=api_key,
+            base_url=config.base_url,
+            dimensions=config.dimensions,
+            timeout=config.timeout_seconds,
             max_inputs_per_request=config.max_inputs_per_request,
             max_tokens_per_request=config.max_tokens_per_request,
             max_tokens_per_input=config.max_tokens_per_input,
@@ -67,8 +70,10 @@ def build_chunker(settings: Settings, embedder: Embedder | None = None) -> Chunk
 def build_parse(settings: Settings) -> tuple[ParseFn, str]:
     config = settings.parser
     if not isinstance(config, LocalParserSettings):
-        raise ConfigurationError("only the local parser runs inside the parse stage; "
-                                 "LlamaParse jobs are submitted by the remote parse stage")
+        raise ConfigurationError(
+            "only the local parser runs inside the parse stage; "
+            "LlamaParse jobs are submitted by the remote parse stage"
+        )
     from ingestd.parsers.isolation import parse_isolated
     from ingestd.parsers.local import LocalParser
 
@@ -78,10 +83,12 @@ def build_parse(settings: Settings) -> tuple[ParseFn, str]:
         if len(data) > config.max_bytes:
             from ingestd.errors import PermanentError
 
-            raise PermanentError("parse.too_large",
-                                 f"the file is {len(data)} bytes; the limit is {config.max_bytes}")
-        return await parse_isolated(parser, data, media_type, filename,
-                                    timeout=config.timeout_seconds)
+            raise PermanentError(
+                "parse.too_large", f"the file is {len(data)} bytes; the limit is {config.max_bytes}"
+            )
+        return await parse_isolated(
+            parser, data, media_type, filename, timeout=config.timeout_seconds
+        )
 
     return parse, parser.name
 
@@ -115,9 +122,15 @@ class App:
         return self.ports.blobs
 
     def worker(self, *, burst: bool = False, worker_id: str | None = None) -> Worker:
-        store = JobStore(self.db, worker_id or new_worker_id(),
-                         self.settings.worker.lease_seconds)
-        pipeline = Pipeline(self.db, store, self.ports, self.settings.worker)
+        store = JobStore(self.db, worker_id or new_worker_id(), self.settings.worker.lease_seconds)
+        pipeline = Pipeline(
+            self.db,
+            store,
+            self.ports,
+            self.settings.worker,
+            embed_slice=self.settings.worker.embed_slice,
+            faults=FaultPoints(self.settings.faults),
+        )
         return Worker(self.db, store, pipeline, self.settings.worker, burst=burst)
 
 

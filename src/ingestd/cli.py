@@ -33,8 +33,11 @@ from ingestd.states import FAILED_STATES, TERMINAL_STATES, State
 
 T = TypeVar("T")
 
-app = typer.Typer(help="ingestd: durable document ingestion into PostgreSQL + pgvector.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="ingestd: durable document ingestion into PostgreSQL + pgvector.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and retry jobs.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -43,8 +46,9 @@ app.add_typer(jobs_app, name="jobs")
 console = Console()
 err_console = Console(stderr=True)
 
-OwnerOpt = typer.Option(None, "--owner", envvar="INGESTD_OWNER",
-                        help="Owner of the documents (default: 'local').")
+OwnerOpt = typer.Option(
+    None, "--owner", envvar="INGESTD_OWNER", help="Owner of the documents (default: 'local')."
+)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
 
 
@@ -131,8 +135,12 @@ def db_stop() -> None:
 def db_status(as_json: bool = JsonOpt) -> None:
     """Whether the embedded PostgreSQL is running, where its data lives, how to connect."""
     status = _embedded().status()
-    info = {"running": status.running, "pid": status.pid, "pgdata": str(status.pgdata),
-            "url": status.url()}
+    info = {
+        "running": status.running,
+        "pid": status.pid,
+        "pgdata": str(status.pgdata),
+        "url": status.url(),
+    }
     if as_json:
         _print_json(info)
         return
@@ -157,16 +165,23 @@ def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or folders (recursively)."),
     owner: str | None = OwnerOpt,
     priority: int = typer.Option(0, help="Higher runs first."),
-    wait: bool = typer.Option(False, "--wait", help="Show progress until every job is terminal; "
-                              "exit 1 if any failed."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Show progress until every job is terminal; exit 1 if any failed."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Upload documents and queue their jobs (workers do the processing)."""
     settings = _settings(owner=owner)
 
     async def body(opened: App) -> int:
-        results = await ingest_files(opened.db, opened.blobs, paths, owner=settings.owner,
-                                     max_attempts=settings.worker.max_attempts, priority=priority)
+        results = await ingest_files(
+            opened.db,
+            opened.blobs,
+            paths,
+            owner=settings.owner,
+            max_attempts=settings.worker.max_attempts,
+            priority=priority,
+        )
         if as_json:
             _print_json([_result_json(r) for r in results])
         else:
@@ -181,8 +196,12 @@ def ingest(
 
 
 def _result_json(r: IngestResult) -> dict[str, Any]:
-    return {"document_id": str(r.document_id), "job_id": str(r.job_id) if r.job_id else None,
-            "filename": r.filename, "duplicate": r.duplicate}
+    return {
+        "document_id": str(r.document_id),
+        "job_id": str(r.job_id) if r.job_id else None,
+        "filename": r.filename,
+        "duplicate": r.duplicate,
+    }
 
 
 async def _job_counts(db: Database, job_ids: list[uuid.UUID]) -> dict[str, int]:
@@ -193,8 +212,13 @@ async def _job_counts(db: Database, job_ids: list[uuid.UUID]) -> dict[str, int]:
 async def _watch(job_ids: list[uuid.UUID], db: Database, poll: float = 0.25) -> dict[str, int]:
     """A progress bar until every job in ``job_ids`` is terminal; returns the state counts."""
     terminal = {s.value for s in TERMINAL_STATES}
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task("ingesting", total=len(job_ids), detail="")
         while True:
@@ -209,17 +233,25 @@ async def _watch(job_ids: list[uuid.UUID], db: Database, poll: float = 0.25) -> 
 
 @app.command()
 def worker(
-    concurrency: int | None = typer.Option(None, envvar="INGESTD_WORKER__CONCURRENCY",
-                                           help="Jobs processed at once by this process."),
-    batch_size: int | None = typer.Option(None, envvar="INGESTD_WORKER__BATCH_SIZE",
-                                          help="Jobs claimed per statement."),
-    lease_seconds: float | None = typer.Option(None, envvar="INGESTD_WORKER__LEASE_SECONDS",
-                                               help="Lease length; heartbeats renew it."),
+    concurrency: int | None = typer.Option(
+        None, envvar="INGESTD_WORKER__CONCURRENCY", help="Jobs processed at once by this process."
+    ),
+    batch_size: int | None = typer.Option(
+        None, envvar="INGESTD_WORKER__BATCH_SIZE", help="Jobs claimed per statement."
+    ),
+    lease_seconds: float | None = typer.Option(
+        None, envvar="INGESTD_WORKER__LEASE_SECONDS", help="Lease length; heartbeats renew it."
+    ),
     burst: bool = typer.Option(False, "--burst", help="Exit when nothing is runnable."),
 ) -> None:
     """Process jobs until stopped (SIGTERM/SIGINT: finish or release within the grace period)."""
-    settings = _settings(worker={"concurrency": concurrency, "batch_size": batch_size,
-                                 "lease_seconds": lease_seconds})
+    settings = _settings(
+        worker={
+            "concurrency": concurrency,
+            "batch_size": batch_size,
+            "lease_seconds": lease_seconds,
+        }
+    )
 
     async def body(opened: App) -> int:
         return await opened.worker(burst=burst).run()
@@ -232,8 +264,9 @@ def run(
     paths: list[Path] = typer.Argument(..., help="Files or folders (recursively)."),
     owner: str | None = OwnerOpt,
     processes: int = typer.Option(0, help="Worker processes to start (0: work in this process)."),
-    concurrency: int | None = typer.Option(None, envvar="INGESTD_WORKER__CONCURRENCY",
-                                           help="Jobs at once per worker."),
+    concurrency: int | None = typer.Option(
+        None, envvar="INGESTD_WORKER__CONCURRENCY", help="Jobs at once per worker."
+    ),
     query: str | None = typer.Option(None, help="Search for this when done and show the best hit."),
 ) -> None:
     """Ingest PATHs and drive workers until every job is done; print a summary."""
@@ -241,8 +274,13 @@ def run(
     started = time.monotonic()
 
     async def body(opened: App) -> int:
-        results = await ingest_files(opened.db, opened.blobs, paths, owner=settings.owner,
-                                     max_attempts=settings.worker.max_attempts)
+        results = await ingest_files(
+            opened.db,
+            opened.blobs,
+            paths,
+            owner=settings.owner,
+            max_attempts=settings.worker.max_attempts,
+        )
         job_ids = [r.job_id for r in results if r.job_id]
         counts = await _drive(opened, job_ids, processes)
         elapsed = time.monotonic() - started
@@ -261,10 +299,15 @@ async def _drive(opened: App, job_ids: list[uuid.UUID], processes: int) -> dict[
         finally:
             work.request_stop()
             await task
-    env = {**os.environ, "INGESTD_DATABASE_URL": opened.db.url,
-           "INGESTD_LOG_LEVEL": os.environ.get("INGESTD_LOG_LEVEL", "WARNING")}
-    children = [subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=env)
-                for _ in range(processes)]
+    env = {
+        **os.environ,
+        "INGESTD_DATABASE_URL": opened.db.url,
+        "INGESTD_LOG_LEVEL": os.environ.get("INGESTD_LOG_LEVEL", "WARNING"),
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=env)
+        for _ in range(processes)
+    ]
     try:
         return await _watch(job_ids, opened.db)
     finally:
@@ -274,8 +317,9 @@ async def _drive(opened: App, job_ids: list[uuid.UUID], processes: int) -> dict[
             child.wait(timeout=60)
 
 
-async def _summary(opened: App, counts: dict[str, int], documents: int, elapsed: float,
-                   query: str | None) -> None:
+async def _summary(
+    opened: App, counts: dict[str, int], documents: int, elapsed: float, query: str | None
+) -> None:
     overview = await reports.status(opened.db, owner=opened.settings.owner)
     table = Table(title="ingestd run", show_header=False)
     table.add_row("documents", str(documents))
@@ -285,14 +329,18 @@ async def _summary(opened: App, counts: dict[str, int], documents: int, elapsed:
     table.add_row("time", f"{elapsed:.1f} s ({documents / elapsed:.1f} documents/s)")
     console.print(table)
     if query:
-        hits = await run_search(opened.db, opened.ports.embedder, query,
-                                owner=opened.settings.owner, limit=1)
+        hits = await run_search(
+            opened.db, opened.ports.embedder, query, owner=opened.settings.owner, limit=1
+        )
         if hits:
             hit = hits[0]
-            console.print(f"\nsearch {query!r}: best match [bold]{hit.filename}[/bold] "
-                          f"(score {hit.score:.3f})")
-            console.print("  " + hit.text[:300].replace("\n", " ") + ("…" if len(hit.text) > 300
-                                                                        else ""))
+            console.print(
+                f"\nsearch {query!r}: best match [bold]{hit.filename}[/bold] "
+                f"(score {hit.score:.3f})"
+            )
+            console.print(
+                "  " + hit.text[:300].replace("\n", " ") + ("…" if len(hit.text) > 300 else "")
+            )
 
 
 # -- status, jobs, search ---------------------------------------------------------------------
@@ -315,8 +363,10 @@ def status(owner: str | None = OwnerOpt, as_json: bool = JsonOpt) -> None:
         if n:
             table.add_row(state, str(n))
     console.print(table)
-    console.print(f"documents {result['documents']}  chunks {result['chunks']}  "
-                  f"leased {result['leased']}  workers {len(result['workers'])}")
+    console.print(
+        f"documents {result['documents']}  chunks {result['chunks']}  "
+        f"leased {result['leased']}  workers {len(result['workers'])}"
+    )
 
 
 @jobs_app.command("list")
@@ -342,14 +392,22 @@ def jobs_list(
     table = Table("job", "file", "state", "progress", "error")
     for row in rows:
         pct = row["progress"]["percent"]
-        table.add_row(row["id"][:8], row["filename"], row["state"],
-                      "" if pct is None else f"{pct:.0f}%", row["error_code"] or "")
+        table.add_row(
+            row["id"][:8],
+            row["filename"],
+            row["state"],
+            "" if pct is None else f"{pct:.0f}%",
+            row["error_code"] or "",
+        )
     console.print(table)
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str = typer.Argument(..., help="A job id or a unique prefix of one."),
-              owner: str | None = OwnerOpt, as_json: bool = JsonOpt) -> None:
+def jobs_show(
+    job_id: str = typer.Argument(..., help="A job id or a unique prefix of one."),
+    owner: str | None = OwnerOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """One job in full, with its event history."""
     settings = _settings()
 
@@ -364,14 +422,33 @@ def jobs_show(job_id: str = typer.Argument(..., help="A job id or a unique prefi
     if as_json:
         _print_json(job)
         return
-    for key in ("id", "filename", "state", "progress", "last_error", "attempt", "retry_count",
-                "chunk_count", "chunker_version", "embedding_model", "usage", "correlation_id"):
+    for key in (
+        "id",
+        "filename",
+        "state",
+        "progress",
+        "last_error",
+        "attempt",
+        "retry_count",
+        "chunk_count",
+        "chunker_version",
+        "embedding_model",
+        "usage",
+        "correlation_id",
+    ):
         console.print(f"{key:16} {job.get(key)}")
     table = Table("when", "event", "from", "to", "worker", "ms", "error")
     for ev in job["events"]:
         error = (ev["error"] or {}).get("code", "")
-        table.add_row(ev["created_at"][11:23], ev["kind"], ev["from_state"], ev["to_state"],
-                      (ev["worker_id"] or "")[-8:], str(ev["duration_ms"] or ""), error)
+        table.add_row(
+            ev["created_at"][11:23],
+            ev["kind"],
+            ev["from_state"],
+            ev["to_state"],
+            (ev["worker_id"] or "")[-8:],
+            str(ev["duration_ms"] or ""),
+            error,
+        )
     console.print(table)
 
 
@@ -407,8 +484,14 @@ def search(
     doc_id = uuid.UUID(document) if document else None
 
     async def body(opened: App) -> list[dict[str, Any]]:
-        hits = await run_search(opened.db, opened.ports.embedder, text, owner=settings.owner,
-                                limit=limit, document_id=doc_id)
+        hits = await run_search(
+            opened.db,
+            opened.ports.embedder,
+            text,
+            owner=settings.owner,
+            limit=limit,
+            document_id=doc_id,
+        )
         return [h.to_json() for h in hits]
 
     hits = _run(_with_app(settings, body))

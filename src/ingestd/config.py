@@ -15,6 +15,8 @@ import platformdirs
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingestd.faultpoints import FaultSpec
+
 DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_OWNER = "local"
 
@@ -111,6 +113,8 @@ class WorkerSettings(BaseModel):
     max_attempts: int = Field(5, ge=1)
     backoff_base_seconds: float = Field(2.0, gt=0)
     backoff_max_seconds: float = Field(300.0, gt=0)
+    # Chunks embedded (and their vectors committed) per step of the embed stage.
+    embed_slice: int = Field(1024, ge=1)
 
 
 class Settings(BaseSettings):
@@ -127,6 +131,8 @@ class Settings(BaseSettings):
     owner: str = DEFAULT_OWNER
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
+    # Named fault points to arm (chaos testing), see ingestd/faultpoints.py.
+    faults: dict[str, FaultSpec] = Field(default_factory=dict)
 
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     parser: ParserSettings = Field(default_factory=LocalParserSettings)

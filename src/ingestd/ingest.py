@@ -8,7 +8,6 @@ no new job is created and the existing document and job are returned (``duplicat
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from psycopg.rows import dict_row
 
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
+from ingestd.parsers.detect import detect_media_type
 from ingestd.ports import BlobStore
 from ingestd.storage import content_key
 
@@ -54,38 +54,41 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
             raise FileNotFoundError(f"no such file or folder: {path}")
 
 
-def detect_media_type(data: bytes, filename: str) -> str:
-    """By content where the parsers know how; otherwise by file extension."""
-    try:
-        from ingestd.parsers.detect import detect_media_type as by_content
-    except ImportError:  # pragma: no cover - the parsers package is part of ingestd
-        by_content = None
-    if by_content is not None:
-        return by_content(data, filename)
-    guessed, _ = mimetypes.guess_type(filename)
-    return guessed or "application/octet-stream"
-
-
-async def ingest_files(db: Database, blobs: BlobStore, paths: Iterable[Path], *, owner: str,
-                       max_attempts: int = 5, priority: int = 0) -> list[IngestResult]:
+async def ingest_files(
+    db: Database,
+    blobs: BlobStore,
+    paths: Iterable[Path],
+    *,
+    owner: str,
+    max_attempts: int = 5,
+    priority: int = 0,
+) -> list[IngestResult]:
     results: list[IngestResult] = []
     group: list[Upload] = []
     for path in iter_files(paths):
         data = await asyncio.to_thread(path.read_bytes)
         group.append(Upload(path.name, data))
         if len(group) >= GROUP_SIZE:
-            results += await ingest_uploads(db, blobs, group, owner=owner,
-                                            max_attempts=max_attempts, priority=priority)
+            results += await ingest_uploads(
+                db, blobs, group, owner=owner, max_attempts=max_attempts, priority=priority
+            )
             group = []
     if group:
-        results += await ingest_uploads(db, blobs, group, owner=owner,
-                                        max_attempts=max_attempts, priority=priority)
+        results += await ingest_uploads(
+            db, blobs, group, owner=owner, max_attempts=max_attempts, priority=priority
+        )
     return results
 
 
-async def ingest_uploads(db: Database, blobs: BlobStore, uploads: Sequence[Upload], *,
-                         owner: str, max_attempts: int = 5, priority: int = 0,
-                         ) -> list[IngestResult]:
+async def ingest_uploads(
+    db: Database,
+    blobs: BlobStore,
+    uploads: Sequence[Upload],
+    *,
+    owner: str,
+    max_attempts: int = 5,
+    priority: int = 0,
+) -> list[IngestResult]:
     """Store and queue one group of uploads in one transaction."""
     rows = []
     for upload in uploads:
@@ -107,7 +110,9 @@ async def ingest_uploads(db: Database, blobs: BlobStore, uploads: Sequence[Uploa
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(QUERIES["insert_documents"], params)
         created = {r["sha256"]: r["id"] for r in await cur.fetchall()}
-        await cur.execute(QUERIES["insert_jobs"], {**params, "document_ids": list(created.values())})
+        await cur.execute(
+            QUERIES["insert_jobs"], {**params, "document_ids": list(created.values())}
+        )
         jobs = {r["document_id"]: r["id"] for r in await cur.fetchall()}
         await cur.execute(QUERIES["existing_documents"], params)
         existing = {r["sha256"]: (r["id"], r["job_id"]) for r in await cur.fetchall()}

@@ -73,18 +73,26 @@ class Outcome:
 
     def next_job(self) -> ClaimedJob:
         changes: dict[str, Any] = {"state": self.to_state, "retry_count": self.retry_count}
-        for key in ("parsed_blob_key", "parse_metadata", "remote_job_id", "chunker_version",
-                    "chunk_count", "embedding_model"):
+        for key in (
+            "parsed_blob_key",
+            "parse_metadata",
+            "remote_job_id",
+            "chunker_version",
+            "chunk_count",
+            "embedding_model",
+        ):
             if key in self.patch:
                 changes[key] = self.patch[key]
         return replace(self.job, **changes)
 
 
-def advance(job: ClaimedJob, to_state: State, duration_ms: int | None = None,
-            **patch: Any) -> Outcome:
+def advance(
+    job: ClaimedJob, to_state: State, duration_ms: int | None = None, **patch: Any
+) -> Outcome:
     check_transition(job.state, to_state)
-    return Outcome(job, to_state, patch=patch, duration_ms=duration_ms,
-                   release=to_state == State.COMPLETE)
+    return Outcome(
+        job, to_state, patch=patch, duration_ms=duration_ms, release=to_state == State.COMPLETE
+    )
 
 
 Writer = Callable[[Conn, set[uuid.UUID]], Awaitable[None]]
@@ -108,8 +116,11 @@ class JobStore:
 
         return await self.db.transaction(work, deadline=30)
 
-    async def commit(self, outcomes: Sequence[Outcome], write: Writer | None = None,
-                     ) -> set[uuid.UUID]:
+    async def commit(
+        self,
+        outcomes: Sequence[Outcome],
+        write: Writer | None = None,
+    ) -> set[uuid.UUID]:
         """Apply outcomes (fenced) and the stage's writes for the jobs that moved, atomically.
 
         Returns the ids that moved; a job missing from it was taken over by another worker.
@@ -133,8 +144,9 @@ class JobStore:
 
         return await self.db.transaction(work)
 
-    async def _already_applied(self, conn: Conn, outcomes: Sequence[Outcome],
-                               moved: set[uuid.UUID]) -> set[uuid.UUID]:
+    async def _already_applied(
+        self, conn: Conn, outcomes: Sequence[Outcome], moved: set[uuid.UUID]
+    ) -> set[uuid.UUID]:
         missing = {o.job.id: o for o in outcomes if o.job.id not in moved}
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(QUERIES["job_fences"], {"ids": list(missing)})
@@ -142,8 +154,11 @@ class JobStore:
         for row in await cur.fetchall():
             outcome = missing[row["id"]]
             owner_ok = row["lease_owner"] == self.worker_id or outcome.release
-            if row["attempt"] == outcome.job.attempt and owner_ok \
-                    and row["state"] == outcome.to_state:
+            if (
+                row["attempt"] == outcome.job.attempt
+                and owner_ok
+                and row["state"] == outcome.to_state
+            ):
                 done.add(row["id"])
         return done
 
@@ -202,26 +217,41 @@ class JobStore:
         return {row[0] for row in await cur.fetchall()}
 
 
-async def write_chunk_buffer(conn: Conn, chunks: dict[uuid.UUID, list[tuple[str, Chunk]]],
-                             job_ids: set[uuid.UUID]) -> None:
+async def write_chunk_buffer(
+    conn: Conn, chunks: dict[uuid.UUID, list[tuple[str, Chunk]]], job_ids: set[uuid.UUID]
+) -> None:
     """Replace the chunk buffer rows of ``job_ids`` with ``chunks`` (idempotent)."""
     await conn.execute(QUERIES["delete_chunk_buffer"], {"ids": list(job_ids)})
     async with conn.cursor().copy(QUERIES["copy_chunk_buffer"]) as copy:
         for job_id in job_ids:
             for chunk_id, c in chunks.get(job_id, []):
-                await copy.write_row((job_id, chunk_id, c.ordinal, c.text, c.token_count,
-                                      list(c.heading_path), c.page, c.start_offset))
+                await copy.write_row(
+                    (
+                        job_id,
+                        chunk_id,
+                        c.ordinal,
+                        c.text,
+                        c.token_count,
+                        list(c.heading_path),
+                        c.page,
+                        c.start_offset,
+                    )
+                )
 
 
-async def pending_vectors(db: Database, job_ids: Sequence[uuid.UUID], limit: int,
-                          ) -> list[tuple[uuid.UUID, str, str]]:
+async def pending_vectors(
+    db: Database,
+    job_ids: Sequence[uuid.UUID],
+    limit: int,
+) -> list[tuple[uuid.UUID, str, str]]:
     """Chunks of these jobs that have no vector yet, in document order."""
     rows = await db.fetch_all(QUERIES["pending_vectors"], {"ids": list(job_ids), "limit": limit})
     return [(r["job_id"], r["chunk_id"], r["text"]) for r in rows]
 
 
-async def write_vectors(conn: Conn, rows: Sequence[tuple[uuid.UUID, str, np.ndarray]],
-                        job_ids: set[uuid.UUID]) -> int:
+async def write_vectors(
+    conn: Conn, rows: Sequence[tuple[uuid.UUID, str, np.ndarray]], job_ids: set[uuid.UUID]
+) -> int:
     """Store vectors for chunks of ``job_ids`` (which the caller has locked, fenced)."""
     rows = [r for r in rows if r[0] in job_ids]
     if not rows:
@@ -229,8 +259,9 @@ async def write_vectors(conn: Conn, rows: Sequence[tuple[uuid.UUID, str, np.ndar
     cur = await conn.execute(QUERIES["next_vector_batch"], {"ids": list(job_ids)})
     batch_row = await cur.fetchone()
     batch_no = int(batch_row[0]) if batch_row else 0
-    await conn.execute(QUERIES["delete_vectors"],
-                       {"ids": list(job_ids), "chunk_ids": [r[1] for r in rows]})
+    await conn.execute(
+        QUERIES["delete_vectors"], {"ids": list(job_ids), "chunk_ids": [r[1] for r in rows]}
+    )
     async with conn.cursor().copy(QUERIES["copy_vector_buffer"]) as copy:
         copy.set_types(["uuid", "text", "int4", "vector"])
         for job_id, chunk_id, vector in rows:

@@ -20,7 +20,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     for noisy in ("httpx", "httpcore", "psycopg.pool", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json"
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(

@@ -18,8 +18,9 @@ from ingestd.db.database import Conn
 from ingestd.states import HAPPY_PATH, RETRY_FROM, TERMINAL_STATES, State
 
 
-def progress(state: str, chunk_count: int | None, chunks_buffered: int,
-             vectors_buffered: int) -> dict[str, Any]:
+def progress(
+    state: str, chunk_count: int | None, chunks_buffered: int, vectors_buffered: int
+) -> dict[str, Any]:
     """Stage, units done/total and percent of the whole pipeline, from the buffer counts."""
     current = State(state)
     if current == State.COMPLETE:
@@ -53,7 +54,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-async def status(db: Database, owner: str | None = None, stale_seconds: float = 60) -> dict[str, Any]:
+async def status(
+    db: Database, owner: str | None = None, stale_seconds: float = 60
+) -> dict[str, Any]:
     """``{"counts": {state: n}, "total": n, "documents": n, "chunks": n, "workers": [...]}``."""
 
     async def work(conn: Conn) -> dict[str, Any]:
@@ -82,13 +85,18 @@ async def status(db: Database, owner: str | None = None, stale_seconds: float = 
     return _jsonable(await db.transaction(work))  # type: ignore[no-any-return]
 
 
-async def list_jobs(db: Database, *, owner: str | None = None,
-                    states: Sequence[str] | None = None, limit: int = 100) -> list[dict[str, Any]]:
+async def list_jobs(
+    db: Database, *, owner: str | None = None, states: Sequence[str] | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     params = {"owner": owner, "states": list(states) if states else None, "limit": limit}
     rows = await db.fetch_all(QUERIES["list_jobs"], params)
     for row in rows:
-        row["progress"] = progress(row["state"], row["chunk_count"], row.pop("chunks_buffered"),
-                                   row.pop("vectors_buffered"))
+        row["progress"] = progress(
+            row["state"],
+            row["chunk_count"],
+            row.pop("chunks_buffered"),
+            row.pop("vectors_buffered"),
+        )
     return _jsonable(rows)  # type: ignore[no-any-return]
 
 
@@ -102,14 +110,16 @@ async def get_job(db: Database, job_id: str, *, owner: str | None = None) -> dic
     if len(rows) != 1:
         raise JobNotFound(f"{'no' if not rows else 'more than one'} job matches {job_id!r}")
     job = rows[0]
-    job["progress"] = progress(job["state"], job["chunk_count"], job["chunks_buffered"],
-                               job["vectors_buffered"])
+    job["progress"] = progress(
+        job["state"], job["chunk_count"], job["chunks_buffered"], job["vectors_buffered"]
+    )
     job["events"] = await db.fetch_all(QUERIES["job_events"], {"job_id": job["id"]})
     return _jsonable(job)  # type: ignore[no-any-return]
 
 
-async def retry_jobs(db: Database, job_ids: Sequence[uuid.UUID] | None = None, *,
-                     owner: str | None = None) -> list[uuid.UUID]:
+async def retry_jobs(
+    db: Database, job_ids: Sequence[uuid.UUID] | None = None, *, owner: str | None = None
+) -> list[uuid.UUID]:
     """Send failed (or cancelled) jobs back to the start of the stage that failed."""
     params = {
         "ids": list(job_ids) if job_ids is not None else None,

@@ -12,11 +12,13 @@ from ingestd.errors import (
 )
 
 
-def backoff_seconds(retry_count: int, base: float, cap: float,
-                    rng: random.Random | None = None) -> float:
+def backoff_seconds(
+    retry_count: int, base: float, cap: float, rng: random.Random | None = None
+) -> float:
     """Exponential backoff with 'equal jitter': between half and all of base * 2**retry_count."""
     ceiling = min(cap, base * (2 ** max(0, retry_count)))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    jitter = rng.uniform(0, ceiling / 2) if rng is not None else random.uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter
 
 
 def retry_delay(error: IngestdError, retry_count: int, base: float, cap: float) -> float:

@@ -39,8 +39,15 @@ class SearchResult:
         }
 
 
-async def search(db: Database, embedder: Embedder, text: str, *, owner: str, limit: int = 5,
-                 document_id: uuid.UUID | None = None) -> list[SearchResult]:
+async def search(
+    db: Database,
+    embedder: Embedder,
+    text: str,
+    *,
+    owner: str,
+    limit: int = 5,
+    document_id: uuid.UUID | None = None,
+) -> list[SearchResult]:
     """The ``limit`` chunks of ``owner``'s documents nearest ``text``, best first."""
     if not text.strip():
         raise PermanentError("search.empty_query", "the search text is empty")

@@ -24,6 +24,7 @@ from ingestd.config import WorkerSettings
 from ingestd.db import Database
 from ingestd.db.database import Conn
 from ingestd.errors import IngestdError, PermanentError, TransientError
+from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import (
     ClaimedJob,
     JobStore,
@@ -62,16 +63,33 @@ class StagePorts:
     parser_name: str = "local"
 
 
-def error_outcome(job: ClaimedJob, exc: IngestdError, settings: WorkerSettings,
-                  duration_ms: int | None = None) -> Outcome:
+def error_outcome(
+    job: ClaimedJob, exc: IngestdError, settings: WorkerSettings, duration_ms: int | None = None
+) -> Outcome:
     """Fail the stage (permanent, or out of tries) or schedule a retry with backoff."""
     if should_fail(exc, job.retry_count, job.max_attempts):
-        return Outcome(job, FAILURE_OF[job.state], kind="fail", release=True,
-                       retry_count=job.retry_count, error=exc.to_json(), duration_ms=duration_ms)
-    delay = retry_delay(exc, job.retry_count, settings.backoff_base_seconds,
-                        settings.backoff_max_seconds)
-    return Outcome(job, job.state, kind="retry", release=True, delay=delay,
-                   retry_count=job.retry_count + 1, error=exc.to_json(), duration_ms=duration_ms)
+        return Outcome(
+            job,
+            FAILURE_OF[job.state],
+            kind="fail",
+            release=True,
+            retry_count=job.retry_count,
+            error=exc.to_json(),
+            duration_ms=duration_ms,
+        )
+    delay = retry_delay(
+        exc, job.retry_count, settings.backoff_base_seconds, settings.backoff_max_seconds
+    )
+    return Outcome(
+        job,
+        job.state,
+        kind="retry",
+        release=True,
+        delay=delay,
+        retry_count=job.retry_count + 1,
+        error=exc.to_json(),
+        duration_ms=duration_ms,
+    )
 
 
 def as_ingestd_error(exc: BaseException) -> IngestdError:
@@ -97,9 +115,18 @@ def split_usage(total: int, weights: Sequence[int]) -> list[int]:
 class Pipeline:
     """Runs one stage for a batch of jobs that are all in the same state."""
 
-    def __init__(self, db: Database, store: JobStore, ports: StagePorts,
-                 settings: WorkerSettings, *, embed_slice: int = 1024) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: JobStore,
+        ports: StagePorts,
+        settings: WorkerSettings,
+        *,
+        embed_slice: int = 1024,
+        faults: FaultPoints | None = None,
+    ) -> None:
         self.db = db
+        self.faults = faults or FaultPoints()
         self.store = store
         self.ports = ports
         self.settings = settings
@@ -119,15 +146,29 @@ class Pipeline:
 
     async def step(self, state: State, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         """Run ``state``'s stage; returns the jobs this worker keeps (in their new state)."""
+        await self.faults.hit(f"stage.before:{state.value}")
         outcomes, write = await self._handlers[state](jobs)
+        await self.faults.hit(f"stage.before_commit:{state.value}")
         moved = await self.store.commit(outcomes, write)
+        await self.faults.hit(f"stage.after_commit:{state.value}")
         for outcome in outcomes:
+            if outcome.job.id not in moved:
+                log.warning(
+                    "job.fenced_out",
+                    job_id=str(outcome.job.id),
+                    attempt=outcome.job.attempt,
+                    state=outcome.job.state.value,
+                )
             if outcome.job.id not in moved or not outcome.continues:
                 self._parsed.pop(outcome.job.id, None)
             if outcome.kind in ("fail", "retry") and outcome.job.id in moved:
-                log.info("job." + outcome.kind, job_id=str(outcome.job.id),
-                         correlation_id=str(outcome.job.correlation_id),
-                         state=outcome.job.state.value, error=outcome.error)
+                log.info(
+                    "job." + outcome.kind,
+                    job_id=str(outcome.job.id),
+                    correlation_id=str(outcome.job.correlation_id),
+                    state=outcome.job.state.value,
+                    error=outcome.error,
+                )
         return [o.next_job() for o in outcomes if o.job.id in moved and o.continues]
 
     def forget(self, job_id: uuid.UUID) -> None:
@@ -144,8 +185,15 @@ class Pipeline:
 
     async def _enqueue_embedding(self, jobs: list[ClaimedJob]) -> StageResult:
         embedder = self.ports.embedder
-        return [advance(j, State.EMBEDDING_QUEUED, embedding_model=embedder.model,
-                        embedding_dimensions=embedder.dimensions) for j in jobs], None
+        return [
+            advance(
+                j,
+                State.EMBEDDING_QUEUED,
+                embedding_model=embedder.model,
+                embedding_dimensions=embedder.dimensions,
+            )
+            for j in jobs
+        ], None
 
     async def _start_embedding(self, jobs: list[ClaimedJob]) -> StageResult:
         return [advance(j, State.EMBEDDING_IN_PROGRESS) for j in jobs], None
@@ -168,8 +216,14 @@ class Pipeline:
         if len(parsed.markdown) <= PARSED_CACHE_MAX_CHARS:
             self._parsed[job.id] = parsed
         metadata = parse_metadata(parsed)
-        return advance(job, State.PARSED, _ms(started), parsed_blob_key=key,
-                       parse_metadata=metadata, usage={"parsed_pages": parsed.page_count or 0})
+        return advance(
+            job,
+            State.PARSED,
+            _ms(started),
+            parsed_blob_key=key,
+            parse_metadata=metadata,
+            usage={"parsed_pages": parsed.page_count or 0},
+        )
 
     async def _load_parsed(self, job: ClaimedJob) -> ParsedDocument:
         cached = self._parsed.get(job.id)
@@ -211,8 +265,9 @@ class Pipeline:
             version = job.chunker_version or self.ports.chunker.version
             doc_id = str(job.document_id)
             chunks[job.id] = [(chunk_id(doc_id, version, c.ordinal, c.text), c) for c in pieces]
-            outcomes.append(advance(job, State.CHUNKS_STORED, _ms(started),
-                                    chunk_count=len(pieces)))
+            outcomes.append(
+                advance(job, State.CHUNKS_STORED, _ms(started), chunk_count=len(pieces))
+            )
 
         async def write(conn: Conn, moved: set[uuid.UUID]) -> None:
             await write_chunk_buffer(conn, chunks, moved & set(chunks))
@@ -236,22 +291,34 @@ class Pipeline:
             for job_id, n in usage_by_job.items():
                 tokens[job_id] = tokens.get(job_id, 0) + n
             held = await self._store_vectors(vectors, list(active.values()))
+            await self.faults.hit("embed.after_slice")
             for job_id in set(active) - held:
                 del active[job_id]  # lease lost: the new owner carries on
         outcomes = list(failed.values())
         model = self.ports.embedder.model
-        outcomes += [advance(j, State.EMBEDDINGS_STORED, _ms(started),
-                             usage={"embedding_tokens": tokens[j.id]}, embedding_model=model)
-                     for j in active.values()]
+        outcomes += [
+            advance(
+                j,
+                State.EMBEDDINGS_STORED,
+                _ms(started),
+                usage={"embedding_tokens": tokens[j.id]},
+                embedding_model=model,
+            )
+            for j in active.values()
+        ]
         return outcomes, None
 
-    async def _embed_slice(self, pending: list[tuple[uuid.UUID, str, str]],
-                           active: dict[uuid.UUID, ClaimedJob],
-                           ) -> tuple[list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int],
-                                      dict[uuid.UUID, IngestdError]]:
+    async def _embed_slice(
+        self,
+        pending: list[tuple[uuid.UUID, str, str]],
+        active: dict[uuid.UUID, ClaimedJob],
+    ) -> tuple[
+        list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int], dict[uuid.UUID, IngestdError]
+    ]:
         """Embed one slice; on a permanent error, embed job by job to isolate the culprit."""
         try:
-            return await self._embed_texts(pending), {}
+            vectors, usage = await self._embed_texts(pending)
+            return vectors, usage, {}
         except Exception as exc:
             error = as_ingestd_error(exc)
             if not isinstance(error, PermanentError) or len({p[0] for p in pending}) == 1:
@@ -270,21 +337,27 @@ class Pipeline:
             usage.update(more_usage)
         return vectors, usage, errors
 
-    async def _embed_texts(self, pending: list[tuple[uuid.UUID, str, str]],
-                           ) -> tuple[list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int]]:
+    async def _embed_texts(
+        self,
+        pending: list[tuple[uuid.UUID, str, str]],
+    ) -> tuple[list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int]]:
         result = await self.ports.embedder.embed([text for _, _, text in pending])
         if len(result.vectors) != len(pending):
-            raise TransientError("embed.bad_response",
-                                 f"asked for {len(pending)} vectors, got {len(result.vectors)}")
-        rows = [(job_id, cid, np.asarray(vec, dtype=np.float32))
-                for (job_id, cid, _), vec in zip(pending, result.vectors, strict=True)]
+            raise TransientError(
+                "embed.bad_response", f"asked for {len(pending)} vectors, got {len(result.vectors)}"
+            )
+        rows = [
+            (job_id, cid, np.asarray(vec, dtype=np.float32))
+            for (job_id, cid, _), vec in zip(pending, result.vectors, strict=True)
+        ]
         job_ids = list(dict.fromkeys(p[0] for p in pending))
         weights = [sum(len(t) for j, _, t in pending if j == job_id) for job_id in job_ids]
         shares = split_usage(result.usage.prompt_tokens, weights)
         return rows, dict(zip(job_ids, shares, strict=True))
 
-    async def _store_vectors(self, vectors: list[tuple[uuid.UUID, str, np.ndarray]],
-                             jobs: list[ClaimedJob]) -> set[uuid.UUID]:
+    async def _store_vectors(
+        self, vectors: list[tuple[uuid.UUID, str, np.ndarray]], jobs: list[ClaimedJob]
+    ) -> set[uuid.UUID]:
         async def work(conn: Conn) -> set[uuid.UUID]:
             held = await self.store.lock_fenced(conn, jobs)
             await write_vectors(conn, vectors, held)

@@ -40,8 +40,15 @@ def new_worker_id() -> str:
 class Worker:
     """Drives jobs through the pipeline until stopped (or, in burst mode, until idle)."""
 
-    def __init__(self, db: Database, store: JobStore, pipeline: Pipeline,
-                 settings: WorkerSettings, *, burst: bool = False) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: JobStore,
+        pipeline: Pipeline,
+        settings: WorkerSettings,
+        *,
+        burst: bool = False,
+    ) -> None:
         self.db = db
         self.store = store
         self.pipeline = pipeline
@@ -61,11 +68,18 @@ class Worker:
     async def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self._install_signal_handlers()
-        helpers = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                   asyncio.create_task(self._listen_loop(), name="listen")]
+        helpers = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._listen_loop(), name="listen"),
+        ]
         await self._register("running")
-        log.info("worker.started", worker_id=self.id, concurrency=self.settings.concurrency,
-                 batch_size=self.settings.batch_size, burst=self.burst)
+        log.info(
+            "worker.started",
+            worker_id=self.id,
+            concurrency=self.settings.concurrency,
+            batch_size=self.settings.batch_size,
+            burst=self.burst,
+        )
         try:
             await self._claim_loop()
             await self._drain()
@@ -213,9 +227,13 @@ class Worker:
 
     async def _register(self, status: str) -> None:
         params: dict[str, Any] = {
-            "id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
-            "concurrency": self.settings.concurrency, "status": status,
-            "active_jobs": len(self.held), "processed": self.processed,
+            "id": self.id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "concurrency": self.settings.concurrency,
+            "status": status,
+            "active_jobs": len(self.held),
+            "processed": self.processed,
         }
         try:
             await self.db.execute(QUERIES["upsert_worker"], params)

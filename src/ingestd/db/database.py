@@ -141,14 +141,14 @@ class Database:
     async def fetch_all(self, query: sql.SQL | str, params: Any = None) -> list[dict[str, Any]]:
         async def work(conn: Conn) -> list[dict[str, Any]]:
             cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-            await cur.execute(query, params)  # type: ignore[arg-type]
+            await cur.execute(query, params)
             return await cur.fetchall()
 
         return await self.transaction(work)
 
     async def execute(self, query: sql.SQL | str, params: Any = None) -> int:
         async def work(conn: Conn) -> int:
-            cur = await conn.execute(query, params)  # type: ignore[arg-type]
+            cur = await conn.execute(query, params)
             return cur.rowcount
 
         return await self.transaction(work)

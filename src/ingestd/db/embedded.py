@@ -139,8 +139,16 @@ class EmbeddedPostgres:
         if self._run_as:
             self._prepare_for_system_user()
         self._run(
-            [_bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
-             "--no-instructions", "-U", SUPERUSER],
+            [
+                _bin("initdb"),
+                "-D",
+                str(self.pgdata),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+                "-U",
+                SUPERUSER,
+            ],
             timeout=120,
         )
 
@@ -180,9 +188,15 @@ class EmbeddedPostgres:
     def _run(self, argv: list[str], timeout: float = 60) -> str:
         try:
             done = subprocess.run(
-                argv, check=True, capture_output=True, text=True, timeout=timeout,
-                user=self._run_as, group=self._run_as,
-                extra_groups=[] if self._run_as else None, stdin=subprocess.DEVNULL,
+                argv,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                user=self._run_as,
+                group=self._run_as,
+                extra_groups=[] if self._run_as else None,
+                stdin=subprocess.DEVNULL,
             )
         except FileNotFoundError as exc:
             raise ConfigurationError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from types import MappingProxyType
-from typing import LiteralString, cast
+from typing import LiteralString
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -43,7 +43,7 @@ class _Queries:
 
     def __getitem__(self, name: str) -> LiteralString:
         # The text comes from our own package files, never from input: a literal in all but name.
-        return cast(LiteralString, self._queries[name])
+        return self._queries[name]
 
     def __contains__(self, name: str) -> bool:
         return name in self._queries

@@ -130,8 +130,10 @@ WHERE c.job_id = ANY(%(ids)s) AND v.chunk_id IS NULL
 GROUP BY c.job_id
 
 -- name: delete_document_chunks
+-- Only where new chunks are buffered: finalising twice must not lose the first result.
 DELETE FROM chunks c USING jobs j
 WHERE j.id = ANY(%(ids)s) AND c.document_id = j.document_id
+  AND EXISTS (SELECT 1 FROM document_chunk_buffer b WHERE b.job_id = j.id)
 
 -- name: finalize_chunks
 INSERT INTO chunks (id, document_id, owner, ordinal, text, token_count, heading_path, page,

@@ -1,0 +1,108 @@
+"""Real ``ingestd`` processes for end-to-end and chaos tests, and waiting on conditions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ingestd.config import Settings
+from tests.conftest import worker_env
+
+
+class WorkerProcess:
+    """``python -m ingestd worker`` as a subprocess; its JSON log lines go to a file."""
+
+    def __init__(self, settings: Settings, log_dir: Path, *args: str, **env: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingestd", "worker", *args],
+            env=worker_env(settings, **env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait()
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+        return events
+
+    def saw(self, event: str) -> bool:
+        return any(e.get("event") == event for e in self.log_events())
+
+    def worker_id(self) -> str:
+        for e in self.log_events():
+            if e.get("event") == "worker.started":
+                return str(e["worker_id"])
+        raise AssertionError("the worker has not started yet")
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = 60,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def state_counts(url: str) -> dict[str, int]:
+    return dict(query(url, "SELECT state, count(*) FROM jobs GROUP BY state"))  # type: ignore[arg-type]
+
+
+def all_terminal(url: str, total: int) -> bool:
+    rows = query(url, "SELECT count(*) FROM jobs WHERE completed_at IS NOT NULL")
+    return rows[0][0] == total
+
+
+def ensure_killed(*workers: WorkerProcess) -> None:
+    for worker in workers:
+        if worker.proc.poll() is None:
+            os.kill(worker.pid, signal.SIGCONT)
+            worker.kill()
