@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import uvicorn
@@ -33,7 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as FormFile
 
 from ingestd.errors import IngestdError
-from ingestd.mocks.faults import TRANSPORT_FAULTS, FaultKind, mount_admin, serve_transport_fault
+from ingestd.mocks.faults import (
+    TRANSPORT_FAULTS,
+    FaultKind,
+    load_behaviour,
+    mount_admin,
+    parse_fault_spec,
+    serve_transport_fault,
+)
 from ingestd.mocks.llamaparse_behaviour import (
     TIER_CREDITS,
     Arm,
@@ -69,6 +77,7 @@ __all__ = [
     "MockLlamaParse",
     "WebhookDelivery",
     "WebhookFaults",
+    "build_behaviour",
     "create_app",
     "serve",
 ]
@@ -448,14 +457,14 @@ def _v1_router(mock: MockLlamaParse, prefix: str) -> APIRouter:
 
     @router.post("/upload")
     async def upload(request: Request) -> dict[str, Any]:
-        form = await request.form()
-        upload = form.get("file")
-        if form.get("input_url") or form.get("input_s3_path"):
-            raise _detail(400, "input_url is not supported by the offline mock: upload the file")
-        if not isinstance(upload, FormFile):
-            raise _detail(400, "A file or an input_url must be provided")
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        job = _v1_new_job(fields, await upload.read(), upload.filename or "document")
+        async with request.form() as form:
+            upload = form.get("file")
+            if form.get("input_url") or form.get("input_s3_path"):
+                raise _detail(400, "input_url is not supported by the offline mock: upload a file")
+            if not isinstance(upload, FormFile):
+                raise _detail(400, "A file or an input_url must be provided")
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            job = _v1_new_job(fields, await upload.read(), upload.filename or "document")
         mock.admit_upload(request)
         return v1_job(mock.new_job(job, request))
 
@@ -521,7 +530,8 @@ def _admin_router(mock: MockLlamaParse) -> APIRouter:
 def create_app(
     behaviour: LlamaParseBehaviour | None = None, *, state: LlamaParseState | None = None
 ) -> FastAPI:
-    """The mock LlamaParse ASGI app. ``app.state.mock`` is the :class:`MockLlamaParse` behind it."""
+    """The mock LlamaParse ASGI app. ``app.state.mock`` is its :class:`LlamaParseState` (counters,
+    behaviour), ``app.state.llamaparse`` the :class:`MockLlamaParse` (jobs, webhooks)."""
     state = state or LlamaParseState(behaviour or LlamaParseBehaviour())
     mock = MockLlamaParse(state)
 
@@ -531,7 +541,8 @@ def create_app(
         await mock.close()
 
     app = FastAPI(title="mock LlamaParse", lifespan=lifespan)
-    app.state.mock = mock
+    app.state.mock = state
+    app.state.llamaparse = mock
 
     async def answer(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, Answer)
@@ -551,12 +562,58 @@ def create_app(
     return app
 
 
+def build_behaviour(
+    behaviour: LlamaParseBehaviour | str | Path | None = None,
+    *,
+    api_key: str | None = None,
+    latency_ms: float | None = None,
+    per_page_ms: float | None = None,
+    uploads_per_window: int | None = None,
+    window_seconds: float | None = None,
+    retry_after: bool | None = None,
+    quota_credits: float | None = None,
+    faults: Sequence[str] = (),
+    webhook_backoff_scale: float | None = None,
+    seed: int | None = None,
+) -> LlamaParseBehaviour:
+    """A behaviour from a model, a JSON file path or JSON text, with CLI-style overrides on top.
+
+    ``faults`` are request-fault specs such as ``"http_503:0.1"`` or ``"timeout:count=2"``
+    (:func:`ingestd.mocks.faults.parse_fault_spec`); given ones replace the file's list.
+    """
+    if isinstance(behaviour, LlamaParseBehaviour):
+        behaviour = behaviour.model_dump_json()
+    overrides: dict[str, Any] = {
+        "api_key": api_key,
+        "seed": seed,
+        "quota": quota_credits,
+        "retry_after_header": retry_after,
+        "latency": {"fixed_ms": latency_ms, "per_unit_ms": per_page_ms},
+        "rate_limits": {
+            "requests_per_minute": uploads_per_window,
+            "window_seconds": window_seconds,
+        },
+        "webhook_delivery": {"backoff_scale": webhook_backoff_scale},
+    }
+    if faults:
+        overrides["faults"] = [parse_fault_spec(f).model_dump(mode="json") for f in faults]
+    return load_behaviour(LlamaParseBehaviour, behaviour, overrides)
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    behaviour: LlamaParseBehaviour | None = None,
     *,
+    behaviour: LlamaParseBehaviour | str | Path | None = None,
     log_level: str = "info",
+    **overrides: Any,
 ) -> None:
-    """Run the mock in the foreground until interrupted (``ingestd mock llamaparse``)."""
-    uvicorn.run(create_app(behaviour), host=host, port=port, log_level=log_level, lifespan="on")
+    """Run the mock under uvicorn until interrupted (``ingestd mock llamaparse``).
+
+    ``overrides`` are :func:`build_behaviour`'s keywords (``api_key``, ``latency_ms``,
+    ``per_page_ms``, ``uploads_per_window``, ``window_seconds``, ``retry_after``,
+    ``quota_credits``, ``faults``, ``webhook_backoff_scale``, ``seed``).
+    """
+    resolved = build_behaviour(behaviour, **overrides)
+    app = create_app(resolved)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
