@@ -293,7 +293,7 @@ class OpenAIEmbedder:
     def _prepare(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Texts (truncated to the per-input limit when enabled) and their token counts."""
         encoding = get_encoding()
-        counts = [len(tokens) for tokens in encoding.encode_ordinary_batch(texts)]
+        counts = [len(encoding.encode_ordinary(text)) for text in texts]
         if self.truncate:
             limit = self.limits.input_ceiling
             for index, count in enumerate(counts):

@@ -16,11 +16,10 @@ search through the mock means something); their length follows the model (1536 o
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib
+import itertools
 import json
 import math
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -131,21 +130,27 @@ def format_duration(seconds: float) -> str:
     return f"{head}{secs}s"
 
 
-class _LexicalHash:
-    """A tiny deterministic bag-of-words hash embedder: the fallback when ``embedders.hash`` is
-    absent. Unit vectors; texts sharing words point the same way."""
+class _TokenHash:
+    """A tiny deterministic hash embedder over cl100k token ids: the fallback when
+    ``embedders.hash`` is absent. Unit vectors; texts sharing tokens point the same way."""
 
     def __init__(self, dimensions: int) -> None:
         self.dimensions = dimensions
 
     def embed_sync(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()) or [text]:
-                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-                value = int.from_bytes(digest, "little")
-                out[row, value % self.dimensions] += 1.0 if value >> 63 else -1.0
-        return _unit_rows(out)
+        encoding = get_encoding()
+        return self.embed_tokens([encoding.encode_ordinary(t) for t in texts])
+
+    def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> NDArray[np.float32]:
+        lengths = [len(ids) for ids in token_ids]
+        flat = np.fromiter(itertools.chain.from_iterable(token_ids), np.uint64, sum(lengths))
+        hashed = (flat + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)  # wraps: a mixing hash
+        column = ((hashed >> np.uint64(32)) % np.uint64(self.dimensions)).astype(np.int64)
+        sign = np.where(hashed >> np.uint64(63), 1.0, -1.0)
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        cells = len(lengths) * self.dimensions
+        counts = np.bincount(row * self.dimensions + column, weights=sign, minlength=cells)
+        return _unit_rows(counts.reshape(len(lengths), self.dimensions).astype(np.float32))
 
 
 def _unit_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -155,13 +160,15 @@ def _unit_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
     return matrix
 
 
-def _hash_embedder(dimensions: int) -> Any:
-    """``ingestd.embedders.hash.HashEmbedder`` when present, else :class:`_LexicalHash`."""
+def _hash_embedder(dimensions: int) -> Embedder | _TokenHash:
+    """``ingestd.embedders.hash.HashEmbedder`` when present and willing to take ``dimensions``
+    (it refuses fewer than 8), else :class:`_TokenHash`."""
     try:
         module = importlib.import_module("ingestd.embedders.hash")
-        return module.HashEmbedder(dimensions)
-    except (ImportError, AttributeError):
-        return _LexicalHash(dimensions)
+        embedder: Embedder = module.HashEmbedder(dimensions)
+    except Exception:  # absent, or refuses this length: the fallback always works
+        return _TokenHash(dimensions)
+    return embedder
 
 
 def fit_dimensions(vectors: NDArray[np.float32], dimensions: int) -> NDArray[np.float32]:
@@ -179,16 +186,28 @@ class VectorSource:
 
     def __init__(self, embedder: Embedder | None = None) -> None:
         self.embedder = embedder
-        self._hashers: dict[int, Any] = {}
+        self._hashers: dict[int, Embedder | _TokenHash] = {}
 
-    async def vectors(self, texts: Sequence[str], dimensions: int) -> NDArray[np.float32]:
+    async def vectors(
+        self,
+        texts: Sequence[str],
+        dimensions: int,
+        token_ids: Sequence[Sequence[int]] | None = None,
+    ) -> NDArray[np.float32]:
+        """Vectors for ``texts``; ``token_ids`` (their cl100k tokens) spares the fallback hash
+        from encoding them again."""
         if self.embedder is not None:
             result = await self.embedder.embed(list(texts))
             return fit_dimensions(np.asarray(result.vectors, dtype=np.float32), dimensions)
         hasher = self._hashers.get(dimensions)
         if hasher is None:
             hasher = self._hashers[dimensions] = _hash_embedder(dimensions)
-        return np.asarray(hasher.embed_sync(list(texts)), dtype=np.float32)
+        if isinstance(hasher, _TokenHash):
+            if token_ids is not None:
+                return hasher.embed_tokens(token_ids)
+            return hasher.embed_sync(texts)
+        hashed = await hasher.embed(list(texts))
+        return np.asarray(hashed.vectors, dtype=np.float32)
 
 
 # -- request parsing ------------------------------------------------------------------------------
@@ -200,9 +219,13 @@ class EmbeddingCall:
 
     model: str
     texts: list[str]
-    token_counts: list[int]
+    token_ids: list[list[int]]
     dimensions: int
     encoding: str
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(map(len, self.token_ids))
 
 
 def _is_token_ids(value: Any) -> bool:
@@ -231,16 +254,16 @@ def _inputs(raw: Any, max_inputs: int) -> list[str | list[int]]:
     return items
 
 
-def _decode(items: list[str | list[int]]) -> tuple[list[str], list[int]]:
+def _decode(items: list[str | list[int]]) -> tuple[list[str], list[list[int]]]:
+    """(texts, their token ids): strings are encoded, token ids decoded."""
     encoding = get_encoding()
     if isinstance(items[0], str):
         texts = [i for i in items if isinstance(i, str)]
-        return texts, [len(t) for t in encoding.encode_ordinary_batch(texts)]
+        return texts, [encoding.encode_ordinary(t) for t in texts]
     token_lists = [i for i in items if isinstance(i, list)]
     if any(t >= encoding.n_vocab for ids in token_lists for t in ids):
         raise _invalid_input()
-    texts = [encoding.decode(ids, errors="replace") for ids in token_lists]
-    return texts, [len(ids) for ids in token_lists]
+    return [encoding.decode(ids, errors="replace") for ids in token_lists], token_lists
 
 
 def _dimensions(model: str, info: ModelInfo, raw: Any) -> int:
@@ -279,9 +302,9 @@ def parse_embedding_call(payload: Any, behaviour: OpenAIBehaviour) -> EmbeddingC
         message = f"'{encoding}' is not one of ['float', 'base64'] - 'encoding_format'"
         raise OpenAIError(400, message, param="encoding_format")
     dimensions = _dimensions(model, info, payload.get("dimensions"))
-    texts, counts = _decode(_inputs(payload["input"], behaviour.max_inputs))
-    _check_token_limits(counts, behaviour)
-    return EmbeddingCall(model, texts, counts, dimensions, encoding)
+    texts, token_ids = _decode(_inputs(payload["input"], behaviour.max_inputs))
+    _check_token_limits([len(ids) for ids in token_ids], behaviour)
+    return EmbeddingCall(model, texts, token_ids, dimensions, encoding)
 
 
 def _check_token_limits(counts: list[int], behaviour: OpenAIBehaviour) -> None:
@@ -324,7 +347,7 @@ def embedding_body(
         {"object": "embedding", "index": i, "embedding": _encode_vector(v, call.encoding)}
         for i, v in enumerate(rows)
     ]
-    tokens = sum(call.token_counts)
+    tokens = call.total_tokens
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return {"object": "list", "data": data, "model": call.model, "usage": usage}
 
@@ -345,7 +368,7 @@ def rate_limit_error(
     kind = decision.limited_by or "requests"
     view = decision.tokens if kind == "tokens" else decision.requests
     label = "tokens per min (TPM)" if kind == "tokens" else "requests per min (RPM)"
-    requested = sum(call.token_counts) if kind == "tokens" else 1
+    requested = call.total_tokens if kind == "tokens" else 1
     limit = view.limit if view else 0
     used = limit - (view.remaining if view else 0)
     message = (
@@ -408,8 +431,8 @@ class OpenAIMock:
             call, decision = await self._admit(request)
         except OpenAIError as error:
             return self._error(error, started)
-        await state.sleep_latency(sum(call.token_counts))
-        vectors = await self.source.vectors(call.texts, call.dimensions)
+        await state.sleep_latency(call.total_tokens)
+        vectors = await self.source.vectors(call.texts, call.dimensions, call.token_ids)
         headers = rate_limit_headers(decision) | _common_headers(started)
         if fault is FaultKind.MALFORMED_JSON:
             state.counters.add_error(fault.value)
@@ -417,7 +440,7 @@ class OpenAIMock:
         if fault is not None:
             state.counters.add_error(fault.value)
         else:
-            state.counters.add("tokens", sum(call.token_counts))
+            state.counters.add("tokens", call.total_tokens)
             state.counters.add("embeddings", len(call.texts))
         return JSONResponse(embedding_body(call, vectors, fault), headers=headers)
 
@@ -436,11 +459,11 @@ class OpenAIMock:
             )
             raise OpenAIError(400, message) from exc
         call = parse_embedding_call(payload, state.behaviour)
-        decision = state.take_rate_budget(requests=1, tokens=sum(call.token_counts))
+        decision = state.take_rate_budget(requests=1, tokens=call.total_tokens)
         if not decision.allowed:
             state.counters.add("rate_limited")
             raise rate_limit_error(decision, call, state.behaviour)
-        if not state.charge_quota(sum(call.token_counts)):
+        if not state.charge_quota(call.total_tokens):
             raise insufficient_quota_error()
         return call, decision
 
