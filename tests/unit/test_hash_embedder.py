@@ -1,0 +1,124 @@
+"""The hash embedder: deterministic, unit-length, lexical vectors; the Embedder port; speed."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ingestd.embedders.hash import INLINE_CHARS, HashEmbedder, char_ngrams, words_of
+from ingestd.errors import ConfigurationError
+from ingestd.ports import Embedder
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return float(np.dot(a, b))  # both are unit vectors
+
+
+def test_it_implements_the_port() -> None:
+    embedder = HashEmbedder(dimensions=128)
+    assert isinstance(embedder, Embedder)
+    assert embedder.model == "hash-v1-128"
+    assert embedder.dimensions == 128
+    assert embedder.max_input_tokens == 8191
+
+
+async def test_vectors_are_unit_length_and_in_order() -> None:
+    texts = ["alpha beta", "", "   ", "!!!", "gamma " * 5000, "δέλτα 東京"]
+    result = await HashEmbedder(dimensions=64).embed(texts)
+    vectors = np.array(result.vectors)
+    assert vectors.shape == (len(texts), 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    alone = [(await HashEmbedder(dimensions=64).embed([t])).vectors[0] for t in texts]
+    np.testing.assert_array_equal(vectors, np.array(alone))
+
+
+async def test_an_empty_batch_is_empty() -> None:
+    result = await HashEmbedder().embed([])
+    assert result.vectors == []
+    assert result.usage.prompt_tokens == 0
+
+
+def test_vectors_are_the_same_in_another_process() -> None:
+    """No per-process hash seed: a vector stored today matches a query embedded tomorrow."""
+    code = (
+        "from ingestd.embedders.hash import HashEmbedder as H\n"
+        "print(H(32).embed_sync(['x y z']).vectors[0][:4])"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = HashEmbedder(32).embed_sync(["x y z"]).vectors[0][:4]
+    assert other.stdout.strip() == str(here)
+
+
+def test_case_and_unicode_forms_do_not_matter() -> None:
+    embedder = HashEmbedder()
+    a, b = embedder.embed_sync(["Café INSTALL", "cafe\u0301 install"]).vectors
+    assert cosine(a, b) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("query", "near", "far"),
+    [
+        ("a cat sat on the mat", "the cat sat on a mat", "quarterly tax filing deadline"),
+        ("installing packages on linux", "how to install a package", "quarterly tax filing"),
+        ("postgresql connection pool", "pool of postgres connections", "a kitten on the rug"),
+        ("embedding vectors", "embedded vector search", "annual report"),
+    ],
+)
+def test_shared_words_and_stems_are_nearer_than_unrelated_text(
+    query: str, near: str, far: str
+) -> None:
+    q, n, f = HashEmbedder().embed_sync([query, near, far]).vectors
+    # 256 buckets: unrelated texts land around +-0.08 by collisions alone.
+    assert cosine(q, n) > cosine(q, f) + 0.05
+
+
+def test_usage_counts_word_tokens() -> None:
+    result = HashEmbedder().embed_sync(["one two three", "four, five!", ""])
+    assert result.usage.prompt_tokens == 5
+    assert result.usage.requests == 0
+
+
+def test_words_and_ngrams() -> None:
+    assert words_of("Hello, WORLD! l'été 2024") == ["hello", "world", "l", "été", "2024"]
+    assert char_ngrams("cat") == ["<ca", "cat", "at>", "<cat", "cat>"]
+    assert char_ngrams("a") == ["<a>"]
+
+
+@pytest.mark.parametrize("dimensions", [4, 100_000])
+def test_unreasonable_dimensions_are_refused(dimensions: int) -> None:
+    with pytest.raises(ConfigurationError):
+        HashEmbedder(dimensions=dimensions)
+
+
+async def test_a_large_batch_leaves_the_event_loop_free() -> None:
+    texts = [f"document {i} about install guides and vectors " * 20 for i in range(3_000)]
+    assert sum(map(len, texts)) > INLINE_CHARS
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    result = await HashEmbedder().embed(texts)
+    stop.set()
+    await task
+    assert len(result.vectors) == len(texts)
+    assert ticks >= 3, "the loop kept running while the batch was embedded"
+
+
+def test_thousands_of_short_texts_per_second() -> None:
+    embedder = HashEmbedder()
+    texts = [f"short text number {i} about topic {i % 97}" for i in range(5_000)]
+    started = time.perf_counter()
+    embedder.embed_sync(texts)
+    elapsed = time.perf_counter() - started
+    assert len(texts) / elapsed > 2_000  # measured ~20,000/s; generous for a busy shared CPU
