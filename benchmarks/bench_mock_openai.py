@@ -44,6 +44,7 @@ class Scenario:
     words: int  # per input
     encoding: str = "base64"
     dimensions: int | None = None
+    vectors: str = "hash"  # OpenAIBehaviour.vectors, set through PATCH /_admin/behaviour
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,13 @@ class Result:
 
 
 SCENARIOS = [
-    Scenario("100 inputs, 1536 dims, base64", 100, 100),
-    Scenario("100 inputs, 1536 dims, float", 100, 100, encoding="float"),
-    Scenario("1 input, 1536 dims, base64", 1, 100),
-    Scenario("2048 inputs, 256 dims, base64", 2048, 10, dimensions=256),
+    Scenario("100 inputs, 1536 dims, base64, hash", 100, 100),
+    Scenario("100 inputs, 1536 dims, base64, token-hash", 100, 100, vectors="token-hash"),
+    Scenario("100 inputs, 1536 dims, float, token-hash", 100, 100, "float", vectors="token-hash"),
+    Scenario("1 input, 1536 dims, base64, hash", 1, 100),
+    Scenario(
+        "2048 inputs, 256 dims, base64, token-hash", 2048, 10, dimensions=256, vectors="token-hash"
+    ),
 ]
 
 
@@ -112,6 +116,9 @@ async def run_client(url: str, scenario: Scenario, client: int, stop_at: float) 
 
 
 async def measure(url: str, scenario: Scenario, clients: int, seconds: float) -> Result:
+    async with httpx.AsyncClient(base_url=url) as admin:
+        answer = await admin.patch("/_admin/behaviour", json={"vectors": scenario.vectors})
+        answer.raise_for_status()
     await run_client(url, scenario, 0, time.monotonic() + 0.5)  # warm up
     started = time.monotonic()
     outcomes = await asyncio.gather(

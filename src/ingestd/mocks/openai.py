@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import uvicorn
@@ -75,6 +75,10 @@ class OpenAIBehaviour(Behaviour):
     max_tokens_per_input: int = 8192
     max_tokens_per_request: int = 300_000
     organization: str = "org-mock"
+    # Where vectors come from when no Embedder was given: "hash" is ingestd's HashEmbedder (the
+    # same space as provider=hash); "token-hash" hashes cl100k token ids, ~3x cheaper, for
+    # capacity runs where the mock must stay out of the way.
+    vectors: Literal["hash", "token-hash"] = "hash"
 
 
 class OpenAIError(Exception):
@@ -193,19 +197,21 @@ class VectorSource:
         texts: Sequence[str],
         dimensions: int,
         token_ids: Sequence[Sequence[int]] | None = None,
+        kind: str = "hash",
     ) -> NDArray[np.float32]:
-        """Vectors for ``texts``; ``token_ids`` (their cl100k tokens) spares the fallback hash
-        from encoding them again."""
+        """Vectors for ``texts`` (``kind``: see ``OpenAIBehaviour.vectors``); ``token_ids``
+        (their cl100k tokens) spares the token hash from encoding them again."""
         if self.embedder is not None:
             result = await self.embedder.embed(list(texts))
             return fit_dimensions(np.asarray(result.vectors, dtype=np.float32), dimensions)
+        if kind == "token-hash":
+            fast = _TokenHash(dimensions)
+            return fast.embed_tokens(token_ids) if token_ids is not None else fast.embed_sync(texts)
         hasher = self._hashers.get(dimensions)
         if hasher is None:
             hasher = self._hashers[dimensions] = _hash_embedder(dimensions)
         if isinstance(hasher, _TokenHash):
-            if token_ids is not None:
-                return hasher.embed_tokens(token_ids)
-            return hasher.embed_sync(texts)
+            return hasher.embed_tokens(token_ids) if token_ids else hasher.embed_sync(texts)
         hashed = await hasher.embed(list(texts))
         return np.asarray(hashed.vectors, dtype=np.float32)
 
@@ -432,7 +438,9 @@ class OpenAIMock:
         except OpenAIError as error:
             return self._error(error, started)
         await state.sleep_latency(call.total_tokens)
-        vectors = await self.source.vectors(call.texts, call.dimensions, call.token_ids)
+        vectors = await self.source.vectors(
+            call.texts, call.dimensions, call.token_ids, state.behaviour.vectors
+        )
         headers = rate_limit_headers(decision) | _common_headers(started)
         if fault is FaultKind.MALFORMED_JSON:
             state.counters.add_error(fault.value)
@@ -536,6 +544,7 @@ def build_behaviour(
     quota_tokens: int | None = None,
     faults: Sequence[str] = (),
     seed: int | None = None,
+    vectors: str | None = None,
 ) -> OpenAIBehaviour:
     """A behaviour from a model, a JSON file path or JSON text, with CLI-style overrides on top.
 
@@ -548,6 +557,7 @@ def build_behaviour(
         "api_key": api_key,
         "seed": seed,
         "quota": quota_tokens,
+        "vectors": vectors,
         "latency": {"fixed_ms": latency_ms, "per_unit_ms": per_token_ms},
         "rate_limits": {"requests_per_minute": rpm, "tokens_per_minute": tpm},
     }
@@ -570,6 +580,7 @@ def serve(
     quota_tokens: int | None = None,
     faults: Sequence[str] = (),
     seed: int | None = None,
+    vectors: str | None = None,
     log_level: str = "info",
 ) -> None:
     """Run the mock under uvicorn until interrupted (``ingestd mock openai``)."""
@@ -583,5 +594,6 @@ def serve(
         quota_tokens=quota_tokens,
         faults=faults,
         seed=seed,
+        vectors=vectors,
     )
     uvicorn.run(create_app(resolved, embedder), host=host, port=port, log_level=log_level)

@@ -89,6 +89,7 @@ async def test_token_id_inputs_equal_their_text(client: openai.AsyncOpenAI) -> N
     [
         (SMALL, None, 1536),
         (SMALL, 256, 256),
+        (SMALL, 4, 4),  # under the hash embedder's minimum: the token hash answers
         ("text-embedding-3-large", None, 3072),
         ("text-embedding-3-large", 1024, 1024),
         ("text-embedding-ada-002", None, 1536),
@@ -100,6 +101,19 @@ async def test_vector_length_follows_model_and_dimensions(
     extra: dict[str, Any] = {} if dimensions is None else {"dimensions": dimensions}
     response = await client.embeddings.create(model=model, input="x", **extra)
     assert len(response.data[0].embedding) == length
+
+
+async def test_token_hash_vectors(
+    client: openai.AsyncOpenAI, state: MockState[OpenAIBehaviour]
+) -> None:
+    state.patch_behaviour({"vectors": "token-hash"})
+    texts = ["alpha beta", "gamma", "alpha beta"]
+    response = await client.embeddings.create(model=SMALL, input=texts)
+    vectors = [d.embedding for d in response.data]
+    assert len(vectors[0]) == 1536 and vectors[0] == vectors[2] != vectors[1]
+    assert np.linalg.norm(vectors[1]) == pytest.approx(1.0, abs=1e-5)
+    by_ids = await client.embeddings.create(model=SMALL, input=[encode(t) for t in texts])
+    assert [d.embedding for d in by_ids.data] == vectors
 
 
 def _long_text(tokens: int) -> str:
