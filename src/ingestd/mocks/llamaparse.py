@@ -37,6 +37,7 @@ from ingestd.errors import IngestdError
 from ingestd.mocks.faults import (
     TRANSPORT_FAULTS,
     FaultKind,
+    deep_merge,
     load_behaviour,
     mount_admin,
     parse_fault_spec,
@@ -581,8 +582,13 @@ def build_behaviour(
     ``faults`` are request-fault specs such as ``"http_503:0.1"`` or ``"timeout:count=2"``
     (:func:`ingestd.mocks.faults.parse_fault_spec`); given ones replace the file's list.
     """
+    base = LlamaParseBehaviour().model_dump(mode="json")  # partial nested settings keep defaults
     if isinstance(behaviour, LlamaParseBehaviour):
-        behaviour = behaviour.model_dump_json()
+        base = behaviour.model_dump(mode="json")
+    elif behaviour is not None:
+        text = str(behaviour)
+        is_json = text.lstrip().startswith("{")
+        base = deep_merge(base, json.loads(text if is_json else Path(text).read_text("utf-8")))
     overrides: dict[str, Any] = {
         "api_key": api_key,
         "seed": seed,
@@ -597,7 +603,7 @@ def build_behaviour(
     }
     if faults:
         overrides["faults"] = [parse_fault_spec(f).model_dump(mode="json") for f in faults]
-    return load_behaviour(LlamaParseBehaviour, behaviour, overrides)
+    return load_behaviour(LlamaParseBehaviour, json.dumps(base), overrides)
 
 
 def serve(
