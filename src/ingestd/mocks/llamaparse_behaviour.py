@@ -71,8 +71,35 @@ class LlamaParseBehaviour(Behaviour):
     webhook_delivery: WebhookDelivery = Field(default_factory=WebhookDelivery)
 
 
+# Counters this mock adds to the generic ones (all present, from zero, in /_admin/counters).
+LLAMAPARSE_COUNTERS = (
+    "uploads",
+    "jobs_completed",
+    "jobs_failed",
+    "jobs_cancelled",
+    "webhook_attempts",
+    "webhooks_sent",
+    "webhooks_failed",
+    "webhooks_dropped",
+    "webhooks_duplicated",
+    "webhooks_bad_signature",
+)
+
+
 class LlamaParseState(MockState[LlamaParseBehaviour]):
     """Generic mock state plus fault arms' progress and the credits spent."""
+
+    def __init__(self, behaviour: LlamaParseBehaviour) -> None:
+        super().__init__(behaviour)
+        self._zero_counters()
+
+    def reset(self, restore_behaviour: bool = False) -> None:
+        super().reset(restore_behaviour)
+        self._zero_counters()
+
+    def _zero_counters(self) -> None:
+        for name in LLAMAPARSE_COUNTERS:
+            self.counters.add(name, 0)
 
     def _reset_runtime_locked(self) -> None:
         super()._reset_runtime_locked()

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ingestd.parsers.detect import detect_media_type
+from ingestd.parsers.local import LocalParser
+
 PROJECT_ID = "00000000-0000-4000-8000-00000000cafe"
 V1_PAGE_SEPARATOR = "\n---\n"
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
@@ -80,10 +83,6 @@ class MockFile:
 
 def parse_pages(data: bytes, filename: str) -> list[str]:
     """The document's Markdown, page by page, as ingestd's local parsers produce it."""
-    from ingestd.parsers.local import LocalParser
-
-    from ingestd.parsers.detect import detect_media_type
-
     media_type = detect_media_type(data, filename)
     doc = LocalParser().parse(data, media_type, filename)
     bounds = [0, *doc.page_starts, len(doc.markdown)]

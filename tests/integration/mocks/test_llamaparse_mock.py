@@ -173,6 +173,7 @@ async def test_llama_cloud_services_v1_sdk_parses_a_pdf(
             api_key=KEY,
             base_url=server.url,
             check_interval=0,
+            backoff_pattern="constant",
             verbose=False,
             result_type="markdown",
             custom_client=own,
@@ -582,7 +583,7 @@ async def test_signed_webhooks_verify_and_name_the_job(
         assert headers["content-type"] == "application/json"
         assert headers["x-tenant"] == "t1"
         assert abs(event.timestamp - time.time()) < 60
-    assert state.counters.get("webhooks_sent") == 3
+    await eventually(lambda: state.counters.get("webhooks_sent") == 3)
 
 
 async def test_client_configured_webhooks_only_terminal_events(
@@ -635,6 +636,7 @@ async def test_webhook_faults_drop_duplicate_bad_signature(
     await finished_v2(http, dropped["id"])
     await eventually(lambda: state.counters.get("webhooks_dropped") == 1)
 
+    state.reset(restore_behaviour=True)  # a patch merges: the drop arm would be armed again
     state.patch_behaviour({"webhook_faults": {"duplicate": {"probability": 1, "count": 1}}})
     duplicated = await upload_v2(http, MARKDOWN, "a.md", webhook_configurations=hooks)
     await eventually(lambda: len(receiver.calls) == 2)
@@ -643,6 +645,7 @@ async def test_webhook_faults_drop_duplicate_bad_signature(
     assert parse_llamaparse_webhook(b1).remote_job_id == duplicated["id"]
 
     receiver.calls.clear()
+    state.reset(restore_behaviour=True)
     state.patch_behaviour({"webhook_faults": {"bad_signature": {"probability": 1, "count": 1}}})
     await upload_v2(http, MARKDOWN, "a.md", webhook_configurations=hooks)
     await eventually(lambda: len(receiver.calls) == 1)
