@@ -153,7 +153,18 @@ def report(results: list[Result], clients: int, seconds: float) -> str:
             f"| {r.scenario.name} | {tokens_per_input(r.scenario)} | "
             f"{r.requests_per_second:,.0f} | {r.embeddings_per_second:,.0f} | {r.errors} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "What bounds it: every input is tokenised with cl100k_base to report `usage` exactly "
+        "(the same cost for every vector source), then vectors are made: `hash` is ingestd's "
+        "HashEmbedder (word and n-gram features; the same space as `provider=hash`), "
+        "`token-hash` hashes the token ids already counted and is the choice for capacity runs "
+        '(`PATCH /_admin/behaviour {"vectors": "token-hash"}` or `serve(vectors=...)`). '
+        "`float` answers spend most of their time in JSON; the SDK asks for base64 by default "
+        "and so does ingestd's client. A benchmark whose embedding rate nears these figures "
+        "should run the mock on its own core, with `token-hash`.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -242,6 +242,8 @@ async def test_in_process_asgi_transport() -> None:
     embedder = OpenAIEmbedder(SMALL, KEY, "http://mock/v1", dimensions=64, http_client=http)
     result = await embedder.embed(["in", "process"])
     await embedder.aclose()
+    assert not http.is_closed  # the owner of an injected client closes it
+    await http.aclose()
     assert [len(v) for v in result.vectors] == [64, 64]
     assert app.state.mock.counters.get("embeddings") == 2
 

@@ -266,11 +266,13 @@ class OpenAIEmbedder:
             max_retries=max_retries,
             http_client=cast(Any, http_client),
         )
+        self._owns_http_client = http_client is None
         self.last_rate_limits: RateLimitSnapshot | None = None
 
     async def aclose(self) -> None:
-        """Close the SDK's HTTP client (an injected one is closed too: the SDK owns it now)."""
-        await self._client.close()
+        """Close the SDK's own HTTP client; an injected one stays open for its owner to close."""
+        if self._owns_http_client:
+            await self._client.close()
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
         """One vector per text, in order; raises classified ingestd errors (``embed.*``)."""
