@@ -30,7 +30,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile as FormFile
 
 from ingestd.errors import IngestdError
@@ -57,6 +57,9 @@ from ingestd.mocks.llamaparse_jobs import (
     MockFile,
     MockJob,
     MockPage,
+    PageRanges,
+    ParseConfiguration,
+    WebhookConfiguration,
     WebhookTarget,
     iso_time,
     parse_pages,
@@ -67,6 +70,7 @@ from ingestd.mocks.llamaparse_jobs import (
     v1_status,
     v2_expansions,
     v2_job,
+    webhook_target,
 )
 from ingestd.mocks.llamaparse_webhooks import WebhookSender
 
@@ -83,7 +87,6 @@ __all__ = [
     "serve",
 ]
 
-Tier = Literal["fast", "cost_effective", "agentic", "agentic_plus"]
 LATEST_VERSIONS = {
     "fast": "2026-06-15",
     "cost_effective": "2026-09-28",
@@ -117,46 +120,6 @@ def _invalid(
 def _located(exc: ValidationError, prefix: Sequence[str]) -> RequestValidationError:
     errors = exc.errors(include_url=False, include_context=False)
     return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
-
-
-# -- request models ---------------------------------------------------------------------------
-
-
-class PageRanges(BaseModel):
-    max_pages: int | None = Field(None, ge=1)
-    target_pages: str | None = None
-
-
-class WebhookConfiguration(BaseModel):
-    webhook_url: str | None = None
-    webhook_events: list[str] | None = None
-    webhook_headers: dict[str, Any] | None = None
-    webhook_output_format: Literal["json", "string"] | None = None
-    webhook_signing_secret: str | None = None
-
-
-class ParseConfiguration(BaseModel):
-    """The v2 configuration (``configuration`` form field, or the JSON body of POST /parse)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    tier: Tier
-    version: str = Field(pattern=r"^(latest|\d{4}-\d{2}-\d{2})$")
-    page_ranges: PageRanges | None = None
-    webhook_configurations: list[WebhookConfiguration] | None = None
-    user_metadata: dict[str, str] | None = None
-    file_id: str | None = None
-    source_url: str | None = None
-
-
-def _webhook_target(configs: list[WebhookConfiguration] | None) -> WebhookTarget | None:
-    first = configs[0] if configs else None
-    if first is None or not first.webhook_url:
-        return None
-    headers = {k: str(v) for k, v in (first.webhook_headers or {}).items()}
-    return WebhookTarget(
-        first.webhook_url, first.webhook_events, headers, first.webhook_signing_secret
-    )
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -418,7 +381,7 @@ def _v2_new_job(config: ParseConfiguration, data: bytes, filename: str) -> MockJ
         version=config.version,
         filename=filename,
         data=data,
-        webhook=_webhook_target(config.webhook_configurations),
+        webhook=webhook_target(config.webhook_configurations),
         max_pages=ranges.max_pages,
         target_pages=targets,
         user_metadata=config.user_metadata,
@@ -495,7 +458,7 @@ def _v1_new_job(fields: dict[str, str], data: bytes, filename: str) -> MockJob:
         configs = [WebhookConfiguration.model_validate(h) for h in hooks]
     except (ValueError, TypeError) as exc:
         raise _invalid(("body",), f"invalid form field: {exc}") from exc
-    webhook = _webhook_target(configs)
+    webhook = webhook_target(configs)
     if webhook is None and fields.get("webhook_url"):
         webhook = WebhookTarget(fields["webhook_url"], legacy=True)
     return MockJob(

@@ -1,8 +1,9 @@
 """Jobs of the mock LlamaParse server, their pages, and how the vendor's responses show them.
 
 Pure data and functions: a :class:`MockJob` and its :class:`MockPage` list, splitting a parsed
-document into pages (:func:`parse_pages`, with ingestd's local parsers), page selection, and the
-JSON shapes of the v2 job and its ``?expand=`` fields and of the v1 status and results.
+document into pages (:func:`parse_pages`, with ingestd's local parsers), page selection, the
+JSON shapes of the v2 job and its ``?expand=`` fields and of the v1 status and results, and the
+request models a job is created from (:class:`ParseConfiguration`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ingestd.parsers.detect import detect_media_type
 from ingestd.parsers.local import LocalParser
 
+Tier = Literal["fast", "cost_effective", "agentic", "agentic_plus"]
 PROJECT_ID = "00000000-0000-4000-8000-00000000cafe"
 V1_PAGE_SEPARATOR = "\n---\n"
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
@@ -256,3 +260,44 @@ def v1_result(job: MockJob, kind: str) -> dict[str, Any]:
         text = V1_PAGE_SEPARATOR.join(markdown_to_text(p.markdown) for p in ok)
         return {"text": text, "job_metadata": meta}
     return {"pages": [v1_json_page(p) for p in job.pages], "job_metadata": meta}
+
+
+# -- requests ---------------------------------------------------------------------------
+
+
+class PageRanges(BaseModel):
+    max_pages: int | None = Field(None, ge=1)
+    target_pages: str | None = None
+
+
+class WebhookConfiguration(BaseModel):
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
+    webhook_headers: dict[str, Any] | None = None
+    webhook_output_format: Literal["json", "string"] | None = None
+    webhook_signing_secret: str | None = None
+
+
+class ParseConfiguration(BaseModel):
+    """The v2 configuration (``configuration`` form field, or the JSON body of POST /parse)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tier: Tier
+    version: str = Field(pattern=r"^(latest|\d{4}-\d{2}-\d{2})$")
+    page_ranges: PageRanges | None = None
+    webhook_configurations: list[WebhookConfiguration] | None = None
+    user_metadata: dict[str, str] | None = None
+    file_id: str | None = None
+    source_url: str | None = None
+
+
+def webhook_target(configs: list[WebhookConfiguration] | None) -> WebhookTarget | None:
+    """Where a job's webhooks go: the first configuration only, as the vendor does."""
+    first = configs[0] if configs else None
+    if first is None or not first.webhook_url:
+        return None
+    headers = {k: str(v) for k, v in (first.webhook_headers or {}).items()}
+    return WebhookTarget(
+        first.webhook_url, first.webhook_events, headers, first.webhook_signing_secret
+    )
