@@ -6,6 +6,8 @@ apps and documents shared by every tier.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,8 +26,18 @@ TEST_DIMENSIONS = 64
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
+def pg_base() -> Iterator[Path]:
+    """Where test servers keep their data: not under pytest's tmp folder, whose permissions
+    pytest resets to 0700 (which would lock out the server's system user when run as root)."""
+    base = Path(tempfile.mkdtemp(prefix="ingestd-test-pg-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_base: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(pg_base / "session")
     server.ensure_running()
     yield server
     server.stop(mode="immediate")

@@ -146,8 +146,13 @@ class Pipeline:
 
     async def step(self, state: State, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         """Run ``state``'s stage; returns the jobs this worker keeps (in their new state)."""
-        await self.faults.hit(f"stage.before:{state.value}")
-        outcomes, write = await self._handlers[state](jobs)
+        try:
+            await self.faults.hit(f"stage.before:{state.value}")
+            outcomes, write = await self._handlers[state](jobs)
+        except Exception as exc:  # the stage itself broke: every job of the group retries
+            error = as_ingestd_error(exc)
+            log.warning("stage.failed", state=state.value, error=error.to_json())
+            outcomes, write = [error_outcome(j, error, self.settings) for j in jobs], None
         await self.faults.hit(f"stage.before_commit:{state.value}")
         moved = await self.store.commit(outcomes, write)
         await self.faults.hit(f"stage.after_commit:{state.value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+def own_server(pg_base: Path) -> Iterator[EmbeddedPostgres]:
     """A server of this test's own: stopping it disturbs no other test."""
-    server = EmbeddedPostgres(tmp_path / "pgdata")
+    server = EmbeddedPostgres(pg_base / f"restart-{uuid.uuid4().hex[:8]}")
     server.ensure_running()
     yield server
     server.stop(mode="immediate")

@@ -84,7 +84,7 @@ async def _claim_one(store: JobStore) -> ClaimedJob:
 async def test_each_stage_run_twice_leaves_the_rows_of_one_run(app: App) -> None:
     """At-least-once execution: every stage runs, "crashes" before its transition commits, and
     runs again under a new claim. The result equals a clean run of the same content."""
-    text = markdown_document(7, paragraphs=12).encode()
+    text = markdown_document(7, paragraphs=40).encode()
     twice = (await ingest_uploads(app.db, app.blobs, [Upload("x.md", text)], owner="twice"))[0]
     store = JobStore(app.db, "w-twice", lease_seconds=30)
     pipeline = Pipeline(app.db, store, app.ports, app.settings.worker, embed_slice=4)

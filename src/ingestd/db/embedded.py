@@ -159,6 +159,8 @@ class EmbeddedPostgres:
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
 
     def _start(self) -> None:
+        if self._run_as:
+            _make_traversable(self.pgdata)
         socket_dir = self.socket_dir
         if socket_dir != self.pgdata:
             socket_dir.mkdir(parents=True, exist_ok=True)
