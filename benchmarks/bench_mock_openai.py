@@ -141,7 +141,8 @@ def report(results: list[Result], clients: int, seconds: float) -> str:
         f"Measured {dt.date.today().isoformat()} on {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}; the mock in its own process "
         f"(one uvicorn worker, h11), {clients} concurrent httpx clients on loopback, zero "
-        f"latency, {seconds:g} s per scenario. Command:",
+        f"latency, {seconds:g} s per scenario; 1-minute load average at the end "
+        f"{os.getloadavg()[0]:.1f} (other work on the machine lowers these figures). Command:",
         "",
         "    .venv/bin/python benchmarks/bench_mock_openai.py --write",
         "",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -12,8 +14,8 @@ import openai
 import pytest
 
 from ingestd.mocks import BackgroundServer
-from ingestd.mocks.faults import MockState
-from ingestd.mocks.openai import OpenAIBehaviour, create_app, format_duration
+from ingestd.mocks.faults import FaultKind, MockState, parse_fault_spec
+from ingestd.mocks.openai import OpenAIBehaviour, build_behaviour, create_app, format_duration
 from ingestd.ports import EmbeddingResult, EmbeddingUsage
 from ingestd.tokens import count_tokens, encode
 
@@ -288,3 +290,46 @@ async def test_pluggable_embedder_is_padded_or_cut() -> None:
 )  # fmt: skip
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("http_503", {"kind": "http_503", "probability": 1.0, "count": None, "skip": 0}),
+        ("http_500:0.25", {"kind": "http_500", "probability": 0.25}),
+        ("timeout:count=2,skip=1", {"kind": "timeout", "count": 2, "skip": 1}),
+        ("malformed_json:p=0.5,routes=/v1/embeddings|/v1/x",
+         {"probability": 0.5, "routes": ["/v1/embeddings", "/v1/x"]}),
+    ],
+)  # fmt: skip
+def test_parse_fault_spec(spec: str, expected: dict[str, Any]) -> None:
+    rule = parse_fault_spec(spec).model_dump(mode="json")
+    assert {k: rule[k] for k in expected} == expected
+
+
+def test_fault_rules_skip_count_and_seeded_probability() -> None:
+    counted = MockState(OpenAIBehaviour(faults=[parse_fault_spec("http_503:count=2,skip=1")]))
+    draws = [counted.draw_fault("/v1/embeddings") for _ in range(5)]
+    assert draws == [None, FaultKind.HTTP_503, FaultKind.HTTP_503, None, None]
+    runs = []
+    for _ in range(2):
+        mock = MockState(OpenAIBehaviour(seed=11, faults=[parse_fault_spec("timeout:0.5")]))
+        runs.append([mock.draw_fault("/v1/embeddings") for _ in range(40)])
+    assert runs[0] == runs[1]  # same seed, same faults
+    assert 5 < runs[0].count(FaultKind.TIMEOUT) < 35
+    scoped = MockState(OpenAIBehaviour(faults=[parse_fault_spec("http_500:routes=/v1/models")]))
+    assert scoped.draw_fault("/v1/embeddings") is None
+    assert scoped.draw_fault("/v1/models") == "http_500"
+
+
+def test_build_behaviour_from_file_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "behaviour.json"
+    path.write_text(json.dumps({"api_key": "sk-file", "latency": {"fixed_ms": 80}, "seed": 3}))
+    behaviour = build_behaviour(path, rpm=60, per_token_ms=0.5, faults=["http_502:count=1"])
+    assert behaviour.api_key == "sk-file" and behaviour.seed == 3
+    assert (behaviour.latency.fixed_ms, behaviour.latency.per_unit_ms) == (80, 0.5)
+    assert behaviour.rate_limits.requests_per_minute == 60
+    assert [f.kind for f in behaviour.faults] == ["http_502"]
+    assert build_behaviour('{"vectors": "token-hash"}', api_key="k").vectors == "token-hash"
+    with pytest.raises(ValueError):
+        build_behaviour(path, vectors="random")
