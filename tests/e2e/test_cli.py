@@ -1,0 +1,114 @@
+"""The ``ingestd`` command as a user runs it: run, status, jobs, search, db — JSON outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestd.config import Settings
+from ingestd.db.embedded import EmbeddedPostgres
+from tests.conftest import worker_env
+from tests.factories import write_corpus
+
+pytestmark = pytest.mark.e2e
+
+
+def ingestd(
+    settings: Settings, *args: str, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "ingestd", *args],
+        env=worker_env(settings, INGESTD_LOG_LEVEL="WARNING", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(done.stdout)
+
+
+def test_run_status_jobs_search(settings: Settings, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "docs", 8)
+    (tmp_path / "docs" / "empty.txt").write_bytes(b"")
+    run = ingestd(
+        settings, "run", str(tmp_path / "docs"), "--query", "coral reefs ocean", check=False
+    )
+    assert run.returncode == 1  # one document failed, so the run says so
+    assert "Marine biology" in run.stdout or "doc-00004" in run.stdout
+
+    status = as_json(ingestd(settings, "status", "--json"))
+    assert status["counts"]["complete"] == 8 and status["counts"]["failed_parse"] == 1
+    assert status["total"] == 9 and status["chunks"] >= 8
+
+    jobs = as_json(ingestd(settings, "jobs", "list", "--json"))
+    assert len(jobs) == 9
+    assert {"id", "document_id", "filename", "state", "error_code"} <= set(jobs[0])
+    failed = [j for j in jobs if j["state"] == "failed_parse"]
+    assert [j["filename"] for j in failed] == ["empty.txt"]
+    assert failed[0]["error_code"] == "parse.empty"
+
+    shown = as_json(ingestd(settings, "jobs", "show", failed[0]["id"][:8], "--json"))
+    assert shown["last_error"]["code"] == "parse.empty"
+    assert [e["to_state"] for e in shown["events"]][-1] == "failed_parse"
+
+    hits = as_json(ingestd(settings, "search", "coral reefs ocean warming", "--json", "-k", "3"))
+    assert len(hits) == 3
+    assert {"document_id", "filename", "text", "score"} <= set(hits[0])
+    assert "coral reefs" in hits[0]["text"]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+    retried = ingestd(settings, "jobs", "retry", failed[0]["id"])
+    assert "requeued 1" in retried.stdout
+    listed = as_json(ingestd(settings, "jobs", "list", "--state", "uploaded", "--json"))
+    assert [j["filename"] for j in listed] == ["empty.txt"]
+
+
+def test_ingest_wait_exits_nonzero_when_a_document_fails(
+    settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ok.md").write_text("# Fine\n\nSome text that is fine.\n")
+    (tmp_path / "in" / "bad.pdf").write_bytes(b"\x00\x01\x02 not a pdf at all" * 50)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ingestd", "worker"],
+        env=worker_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        done = ingestd(settings, "ingest", str(tmp_path / "in"), "--wait", check=False)
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0
+    assert done.returncode == 1
+    assert "2/2" in done.stderr
+
+
+def test_db_commands_manage_the_embedded_server(tmp_path: Path, pg_base: Path) -> None:
+    home = pg_base / "cli-home"
+    settings = Settings(home=home)
+    env = {"INGESTD_DATABASE_URL": ""}
+    try:
+        started = ingestd(settings, "db", "start", **env)
+        assert "running" in started.stdout
+        info = as_json(ingestd(settings, "db", "status", "--json", **env))
+        assert info["running"] is True and info["pgdata"] == str(home / "pgdata")
+        url = ingestd(settings, "db", "url", **env).stdout.strip()
+        assert url == info["url"]
+        assert "host=" in url and url.endswith(str(home / "pgdata"))
+        assert "stopped" in ingestd(settings, "db", "stop", **env).stdout
+        stopped = ingestd(settings, "db", "status", **env, check=False)
+        assert stopped.returncode == 3
+    finally:
+        EmbeddedPostgres(home / "pgdata").stop(mode="immediate")
