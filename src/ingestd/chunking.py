@@ -24,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from importlib.metadata import version as package_version
+from typing import Protocol
 
 from semantic_text_splitter import MarkdownSplitter
 
@@ -51,6 +52,15 @@ _HEADING_OR_FENCE = re.compile(
 Span = tuple[int, int]  # [start, end) character offsets in the Markdown
 
 
+class InputTokenCounter(Protocol):
+    """Counts tokens as an embedding model reads them, when its tokenizer is not ``encoding``
+    (the local model's word pieces). ``name`` identifies the tokenizer in the chunker version."""
+
+    name: str
+
+    def count(self, text: str) -> int: ...
+
+
 def chunk_id(document_id: str, chunker_version: str, ordinal: int, text: str) -> str:
     """Deterministic id of a chunk: 32 hex digits (128 bits) of a sha256 over the document id,
     chunker version, ordinal and text, each length-prefixed so no two inputs collide by
@@ -72,14 +82,26 @@ class MarkdownChunker:
         overlap_tokens: int = 40,
         encoding: str = tokens.DEFAULT_ENCODING,
         hard_limit_tokens: int | None = None,
+        hard_limit_counter: InputTokenCounter | None = None,
     ) -> None:
-        capacity = max_tokens if hard_limit_tokens is None else min(max_tokens, hard_limit_tokens)
+        """``hard_limit_tokens`` is the embedder's per-input limit. It is counted in ``encoding``
+        tokens (and simply lowers ``max_tokens``), or, when ``hard_limit_counter`` is given, in
+        that counter's tokens: a chunk the model would truncate is then cut in halves."""
+        capacity = max_tokens
+        if hard_limit_tokens is not None and hard_limit_counter is None:
+            capacity = min(max_tokens, hard_limit_tokens)
         _check_sizes(capacity, overlap_tokens)
+        if hard_limit_counter is not None and (hard_limit_tokens or 0) < 8:
+            raise ConfigurationError("a hard limit counter needs hard_limit_tokens of 8 or more")
         tokens.get_encoding(encoding)  # fail now, not on the first document
         self.max_tokens = capacity
         self.overlap_tokens = overlap_tokens
         self.encoding = encoding
         self.version = f"{ALGORITHM}:{_SPLITTER_VERSION}:{capacity}:{overlap_tokens}:{encoding}"
+        self._input_limit: tuple[int, InputTokenCounter] | None = None
+        if hard_limit_counter is not None and hard_limit_tokens is not None:
+            self._input_limit = (hard_limit_tokens, hard_limit_counter)
+            self.version += f":max{hard_limit_tokens}@{hard_limit_counter.name}"
         self._count: Callable[[str], int] = lambda text: tokens.count_tokens(text, encoding)
         self._splitter = MarkdownSplitter.from_callback(self._count, capacity, overlap_tokens)
 
@@ -105,7 +127,9 @@ class MarkdownChunker:
         """(start, text, token count) of each chunk, in order, each within the limit."""
         for start, end, is_long_run in segments(markdown):
             if is_long_run:
-                spans: Iterator[Span] = self._token_spans(markdown, start, end)
+                spans: Iterator[Span] = self._token_spans(
+                    markdown, start, end, self.max_tokens, self.overlap_tokens
+                )
             else:
                 spans = self._semantic_spans(markdown, start, end)
             for span_start, span_end in spans:
@@ -117,18 +141,30 @@ class MarkdownChunker:
                 yield start + offset, start + offset + len(text)
 
     def _checked(self, markdown: str, start: int, end: int) -> Iterator[tuple[int, str, int]]:
+        """The span as a chunk if it is within both limits, else its pieces, recursively (the
+        pieces are always shorter)."""
         text = markdown[start:end]
         if not text.strip():
             return
         count = self._count(text)
-        if count <= self.max_tokens:
+        if count > self.max_tokens:
+            pieces = self._token_spans(markdown, start, end, self.max_tokens, self.overlap_tokens)
+        elif count > 1 and self._input_limit and self._over_input_limit(text):
+            pieces = self._token_spans(markdown, start, end, max(1, (count + 1) // 2), 0)
+        else:
             yield start, text, count
             return
-        for sub_start, sub_end in self._token_spans(markdown, start, end):
-            yield from self._checked(markdown, sub_start, sub_end)  # always a shorter span
+        for piece_start, piece_end in pieces:
+            yield from self._checked(markdown, piece_start, piece_end)
 
-    def _token_spans(self, markdown: str, start: int, end: int) -> Iterator[Span]:
-        """Cut ``markdown[start:end]`` by tokens into full chunks sharing ``overlap_tokens``.
+    def _over_input_limit(self, text: str) -> bool:
+        limit, counter = self._input_limit or (0, None)
+        return counter is not None and counter.count(text) > limit
+
+    def _token_spans(
+        self, markdown: str, start: int, end: int, capacity: int, overlap: int
+    ) -> Iterator[Span]:
+        """Cut ``markdown[start:end]`` by tokens into chunks of ``capacity`` sharing ``overlap``.
 
         The text is encoded a piece at a time (``TOKEN_PIECE_CHARS``), so memory stays bounded on
         a multi-megabyte run; no cut is made within ``_PIECE_MARGIN`` tokens of a piece's
@@ -142,25 +178,25 @@ class MarkdownChunker:
             index, first = 0, pos
             while pos < stop:
                 remaining = len(offsets) - 1 - index
-                if stop == end and remaining <= self.max_tokens:
+                if stop == end and remaining <= capacity:
                     yield pos, end
                     return
-                if stop < end and remaining <= self.max_tokens + _PIECE_MARGIN:
+                if stop < end and remaining <= capacity + _PIECE_MARGIN:
                     break
-                taken, cut = self._fit(markdown, offsets, index)
+                taken, cut = self._fit(markdown, offsets, index, capacity)
                 yield pos, cut
-                index = _next_index(offsets, index, taken, self.overlap_tokens)
+                index = _next_index(offsets, index, taken, overlap)
                 pos = offsets[index]
             piece_chars = piece_chars * 2 if pos == first else TOKEN_PIECE_CHARS
 
-    def _fit(self, markdown: str, offsets: list[int], index: int) -> tuple[int, int]:
+    def _fit(self, markdown: str, offsets: list[int], index: int, capacity: int) -> tuple[int, int]:
         """(tokens taken, cut offset) of the longest token-aligned chunk from ``offsets[index]``
         within the limit; re-encoding a cut text can merge differently at the cut, so check."""
         start = offsets[index]
-        taken = self.max_tokens
+        taken = capacity
         while taken > 1 and (
             offsets[index + taken] <= start
-            or self._count(markdown[start : offsets[index + taken]]) > self.max_tokens
+            or self._count(markdown[start : offsets[index + taken]]) > capacity
         ):
             taken -= 1
         return taken, offsets[index + taken]

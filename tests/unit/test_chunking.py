@@ -364,3 +364,29 @@ def test_lone_surrogates_do_not_break_offsets() -> None:
     chunks = MarkdownChunker(16, 0).chunk(ParsedDocument(markdown))
     clean = markdown.replace("\ud800", "\ufffd")
     assert_well_formed(clean, chunks, 16)
+
+
+class CharCounter:
+    """A stand-in for a model tokenizer that counts more finely than cl100k: one per character."""
+
+    name = "chars"
+
+    def count(self, text: str) -> int:
+        return len(text)
+
+
+@settings(max_examples=30, deadline=None)
+@given(markdown=_markdown, char_limit=st.integers(40, 400))
+def test_a_model_limit_in_its_own_tokens_is_never_exceeded(markdown: str, char_limit: int) -> None:
+    clean = markdown.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    chunker = MarkdownChunker(
+        max_tokens=64,
+        overlap_tokens=8,
+        hard_limit_tokens=char_limit,
+        hard_limit_counter=CharCounter(),
+    )
+    chunks = chunker.chunk(ParsedDocument(markdown))
+    assert_well_formed(clean, chunks, 64)
+    # Halving stops at a single cl100k token, which may be a few characters long.
+    assert all(len(c.text) <= char_limit or c.token_count == 1 for c in chunks)
+    assert chunker.version.endswith(f":64:8:cl100k_base:max{char_limit}@chars")

