@@ -185,7 +185,6 @@ class MockLlamaParse:
             self._move(job, "RUNNING")
             parsed = await asyncio.to_thread(parse_pages, job.data, job.filename)
             pages = select_pages(parsed, job)
-            job.data = b""
             await self._sleep(self.state.behaviour.latency.per_unit_ms * len(pages) / 1000)
             if self.state.fires("fail_jobs", self.state.behaviour.fail_jobs):
                 raise RuntimeError("injected failure: the document could not be parsed")
@@ -194,6 +193,8 @@ class MockLlamaParse:
             self._fail(job, exc.message, exc.code.upper().replace(".", "_"))
         except Exception as exc:  # a parser bug or an injected failure: the job fails, not us
             self._fail(job, str(exc) or type(exc).__name__, "PARSE_ERROR")
+        finally:
+            job.data = b""  # the upload is not kept once the job is over
 
     @staticmethod
     async def _sleep(seconds: float) -> None:
@@ -253,8 +254,7 @@ def _guard_dependency(mock: MockLlamaParse) -> Any:
     async def guard(request: Request) -> None:
         """Count, delay, inject request faults, check the key: before every vendor route."""
         state.counters.add("requests")
-        lat = state.behaviour.request_latency
-        await mock._sleep((lat.fixed_ms + state.rng.uniform(0, lat.jitter_ms)) / 1000)
+        await mock._sleep(state.request_delay())
         fault = state.draw_fault(request.url.path)
         if fault in TRANSPORT_FAULTS:
             raise Answer(await serve_transport_fault(fault, request, state, _fault_body))

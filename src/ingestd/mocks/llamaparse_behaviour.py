@@ -120,6 +120,13 @@ class LlamaParseState(MockState[LlamaParseBehaviour]):
             seen_fired[1] += 1
             return True
 
+    def request_delay(self) -> float:
+        """Seconds to wait before answering a request (``request_latency``, with its jitter)."""
+        lat = self.behaviour.request_latency
+        with self._lock:
+            jitter = self.rng.uniform(0, lat.jitter_ms) if lat.jitter_ms else 0.0
+        return (lat.fixed_ms + jitter) / 1000
+
     def credits_exhausted(self) -> bool:
         quota = self.behaviour.quota
         with self._lock:

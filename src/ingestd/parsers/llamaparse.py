@@ -165,6 +165,13 @@ class LlamaParseClient:
             return await self._fetch_v2(job_id)
         return await self._fetch_v1(job_id)
 
+    async def cancel(self, job_id: str) -> bool:
+        """Ask the vendor to stop a job (v2 only; v1 has no cancel route). True when it did."""
+        if self.api_version != "v2":
+            return False
+        body = await self._request("POST", f"/api/v2/parse/{job_id}/cancel")
+        return str(body.get("status", "")).upper() == "CANCELLED"
+
     # -- v2 / v1 results ----------------------------------------------------------------------
 
     async def _fetch_v2(self, job_id: str) -> RemoteParseResult:
