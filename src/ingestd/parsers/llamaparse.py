@@ -181,6 +181,8 @@ class LlamaParseClient:
         _ensure_completed(_v2_status(job_id, job))
         pages = _v2_pages(_require_mapping(body, "markdown"))
         credits = _number(job.get("usage"), "credits")
+        if credits is None:  # null until billing records it; job_metadata may know already
+            credits = _number(body.get("job_metadata"), "credits_used")
         return _result(job_id, pages, credits, _str_or_none(job.get("tier")))
 
     async def _fetch_v1(self, job_id: str) -> RemoteParseResult:
