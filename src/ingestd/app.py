@@ -7,19 +7,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
+
 from ingestd.chunking import MarkdownChunker
 from ingestd.config import (
     HashEmbedderSettings,
+    LlamaParseSettings,
     LocalEmbedderSettings,
     LocalParserSettings,
     OpenAIEmbedderSettings,
     Settings,
 )
 from ingestd.db import Database
-from ingestd.errors import ConfigurationError
+from ingestd.errors import ConfigurationError, PermanentError
 from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import JobStore
 from ingestd.ports import Chunker, Embedder, ParsedDocument
+from ingestd.remote_parse import RemoteParseConfig
 from ingestd.stages import ParseFn, Pipeline, StagePorts
 from ingestd.storage import LocalBlobStore
 from ingestd.worker import Worker, new_worker_id
@@ -67,44 +71,75 @@ def build_chunker(settings: Settings, embedder: Embedder | None = None) -> Chunk
     )
 
 
+def build_remote(settings: Settings, http: httpx.AsyncClient) -> RemoteParseConfig | None:
+    """LlamaParse, when the parser setting chooses it."""
+    config = settings.parser
+    if not isinstance(config, LlamaParseSettings):
+        return None
+    from ingestd.parsers.llamaparse import LlamaParseClient
+
+    api_key = config.resolved_api_key()
+    if not api_key:
+        raise ConfigurationError(
+            "the llamaparse parser needs an API key: set LLAMA_CLOUD_API_KEY or "
+            "INGESTD_PARSER__API_KEY"
+        )
+    client = LlamaParseClient(
+        http,
+        api_key=api_key,
+        base_url=config.base_url,
+        api_version=config.api_version,
+        timeout=config.timeout_seconds,
+    )
+    secret = config.webhook_secret.get_secret_value() if config.webhook_secret else None
+    return RemoteParseConfig(
+        client=client,
+        tier=config.tier,
+        webhook_url=config.webhook_url,
+        webhook_secret=secret,
+        poll_after_seconds=config.poll_after_seconds,
+        max_poll_seconds=config.max_poll_seconds,
+        price_per_credit_usd=config.price_per_credit_usd,
+    )
+
+
 def build_parse(settings: Settings) -> tuple[ParseFn, str]:
+    """The local parsers, isolated in child processes with a time limit."""
     config = settings.parser
     if not isinstance(config, LocalParserSettings):
-        raise ConfigurationError(
-            "only the local parser runs inside the parse stage; "
-            "LlamaParse jobs are submitted by the remote parse stage"
-        )
+        config = LocalParserSettings()
     from ingestd.parsers.isolation import parse_isolated
     from ingestd.parsers.local import LocalParser
 
     parser = LocalParser()
+    limits = config
 
     async def parse(data: bytes, media_type: str, filename: str) -> ParsedDocument:
-        if len(data) > config.max_bytes:
-            from ingestd.errors import PermanentError
-
+        if len(data) > limits.max_bytes:
             raise PermanentError(
-                "parse.too_large", f"the file is {len(data)} bytes; the limit is {config.max_bytes}"
+                "parse.too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes}"
             )
         return await parse_isolated(
-            parser, data, media_type, filename, timeout=config.timeout_seconds
+            parser, data, media_type, filename, timeout=limits.timeout_seconds
         )
 
     return parse, parser.name
 
 
-def build_ports(settings: Settings) -> StagePorts:
+def build_ports(settings: Settings, http: httpx.AsyncClient | None = None) -> StagePorts:
     from ingestd.parsers.validate import validate_parsed
 
     embedder = build_embedder(settings)
     parse, parser_name = build_parse(settings)
+    remote = build_remote(settings, http) if http is not None else None
     return StagePorts(
         blobs=LocalBlobStore(settings.blob_dir),
         parse=parse,
         validate=functools.partial(validate_parsed),
         chunker=build_chunker(settings, embedder),
         embedder=embedder,
-        parser_name=parser_name,
+        parser_name=remote.client.name if remote is not None else parser_name,
+        remote=remote,
     )
 
 
@@ -136,12 +171,15 @@ class App:
 
 @asynccontextmanager
 async def open_app(settings: Settings) -> AsyncIterator[App]:
-    ports = build_ports(settings)
+    """Open the database (migrating it) and build the adapters; close both at the end."""
+    http = httpx.AsyncClient()
     db = Database.from_settings(settings)
-    await db.open()
     try:
+        ports = build_ports(settings, http)
+        await db.open()
         embedder = ports.embedder
         await db.ensure_vector_index(embedder.model, embedder.dimensions)
         yield App(settings, db, ports)
     finally:
         await db.close()
+        await http.aclose()

@@ -81,11 +81,15 @@ class LlamaParseSettings(BaseModel):
     api_key: SecretStr | None = None
     api_version: Literal["v2", "v1"] = "v2"
     tier: str = "cost_effective"
+    # Public URL of `ingestd serve`'s /v1/webhooks/llamaparse; unset: no webhooks, polling only.
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
-    poll_after_seconds: float = 30.0
+    # Poll this long after submitting if no webhook came; later polls back off to the cap.
+    poll_after_seconds: float = Field(30.0, gt=0)
+    max_poll_seconds: float = Field(300.0, gt=0)
     timeout_seconds: float = 60.0
     max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    price_per_credit_usd: float = 0.00125
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:

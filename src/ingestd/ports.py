@@ -6,6 +6,7 @@ blob store; ``app.build_app`` wires the concrete adapters from settings.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -23,10 +24,34 @@ class ParsedDocument:
     page_starts: tuple[int, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def stored_metadata(self) -> dict[str, Any]:
+        """What later stages need, besides the Markdown, to rebuild this (kept on the job)."""
+        meta: dict[str, Any] = {
+            "page_count": self.page_count,
+            "title": self.title,
+            "language": self.language,
+            "page_starts": list(self.page_starts),
+            "chars": len(self.markdown),
+        }
+        if self.metadata:
+            meta["extra"] = json.loads(json.dumps(self.metadata, default=str))
+        return meta
+
+    @classmethod
+    def from_stored(cls, markdown: str, meta: dict[str, Any]) -> ParsedDocument:
+        return cls(
+            markdown=markdown,
+            page_count=meta.get("page_count"),
+            title=meta.get("title"),
+            language=meta.get("language"),
+            page_starts=tuple(meta.get("page_starts") or ()),
+            metadata=meta.get("extra") or {},
+        )
+
 
 @runtime_checkable
 class Parser(Protocol):
-    """bytes + media type -> Markdown. Raises ``PermanentError`` with a ``parse.*`` code on bad input."""
+    """bytes + media type -> Markdown; ``PermanentError`` with a ``parse.*`` code on bad input."""
 
     name: str
 

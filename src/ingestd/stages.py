@@ -9,13 +9,10 @@ or fail) and never touches the other jobs of the batch.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import structlog
 
@@ -38,6 +35,7 @@ from ingestd.jobs import (
     write_vectors,
 )
 from ingestd.ports import BlobStore, Chunk, Chunker, Embedder, ParsedDocument
+from ingestd.remote_parse import RemoteParseConfig, RemoteParseStage
 from ingestd.retry import retry_delay, should_fail
 from ingestd.states import FAILURE_OF, State
 
@@ -61,6 +59,8 @@ class StagePorts:
     chunker: Chunker
     embedder: Embedder
     parser_name: str = "local"
+    # When set, parse_queued jobs are parsed by a remote service (LlamaParse) instead.
+    remote: RemoteParseConfig | None = None
 
 
 def error_outcome(
@@ -132,6 +132,11 @@ class Pipeline:
         self.settings = settings
         self.embed_slice = embed_slice
         self._parsed: dict[uuid.UUID, ParsedDocument] = {}
+        self._remote = (
+            RemoteParseStage(db, store, ports.blobs, ports.remote)
+            if ports.remote is not None
+            else None
+        )
         self._handlers: dict[State, Callable[[list[ClaimedJob]], Awaitable[StageResult]]] = {
             State.UPLOADED: self._enqueue_parse,
             State.PARSE_QUEUED: self._parse,
@@ -210,6 +215,11 @@ class Pipeline:
         return list(outcomes), None
 
     async def _parse_one(self, job: ClaimedJob) -> Outcome:
+        if self._remote is not None:
+            try:
+                return await self._remote.run(job)
+            except Exception as exc:
+                return error_outcome(job, as_ingestd_error(exc), self.settings)
         started = time.monotonic()
         try:
             data = await asyncio.to_thread(self.ports.blobs.get, job.blob_key)
@@ -220,7 +230,7 @@ class Pipeline:
             return error_outcome(job, as_ingestd_error(exc), self.settings, _ms(started))
         if len(parsed.markdown) <= PARSED_CACHE_MAX_CHARS:
             self._parsed[job.id] = parsed
-        metadata = parse_metadata(parsed)
+        metadata = parsed.stored_metadata()
         return advance(
             job,
             State.PARSED,
@@ -237,7 +247,7 @@ class Pipeline:
         if job.parsed_blob_key is None:
             raise PermanentError("parse.missing_output", "the job has no parsed text to work on")
         raw = await asyncio.to_thread(self.ports.blobs.get, job.parsed_blob_key)
-        return parsed_from_metadata(raw.decode(), job.parse_metadata)
+        return ParsedDocument.from_stored(raw.decode(), job.parse_metadata)
 
     async def _validate(self, jobs: list[ClaimedJob]) -> StageResult:
         outcomes = []
@@ -322,8 +332,8 @@ class Pipeline:
     ]:
         """Embed one slice; on a permanent error, embed job by job to isolate the culprit."""
         try:
-            vectors, usage = await self._embed_texts(pending)
-            return vectors, usage, {}
+            together, together_usage = await self._embed_texts(pending)
+            return together, together_usage, {}
         except Exception as exc:
             error = as_ingestd_error(exc)
             if not isinstance(error, PermanentError) or len({p[0] for p in pending}) == 1:
@@ -391,31 +401,6 @@ class Pipeline:
                 await finalize_chunks(conn, done)
 
         return outcomes, write
-
-
-def parse_metadata(parsed: ParsedDocument) -> dict[str, Any]:
-    """What a later stage needs to rebuild the ParsedDocument from its stored Markdown."""
-    meta: dict[str, Any] = {
-        "page_count": parsed.page_count,
-        "title": parsed.title,
-        "language": parsed.language,
-        "page_starts": list(parsed.page_starts),
-        "chars": len(parsed.markdown),
-    }
-    if parsed.metadata:
-        meta["extra"] = json.loads(json.dumps(parsed.metadata, default=str))
-    return meta
-
-
-def parsed_from_metadata(markdown: str, meta: dict[str, Any]) -> ParsedDocument:
-    return ParsedDocument(
-        markdown=markdown,
-        page_count=meta.get("page_count"),
-        title=meta.get("title"),
-        language=meta.get("language"),
-        page_starts=tuple(meta.get("page_starts") or ()),
-        metadata=meta.get("extra") or {},
-    )
 
 
 def _ms(started: float) -> int:

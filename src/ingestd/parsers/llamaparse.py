@@ -147,6 +147,26 @@ class LlamaParseClient:
             body = await self._request("POST", "/api/parsing/upload", files=files, data=form)
         return _require_str(body, "id")
 
+    async def find_job_by_name(self, name: str, *, max_pages: int = 20) -> str | None:
+        """The id of a job submitted under ``name`` (v2 lists jobs; v1 cannot: ``None``).
+
+        Used to recover a submit whose answer was lost (the worker died, the connection dropped)
+        without uploading — and paying for — the document again.
+        """
+        if self.api_version != "v2":
+            return None
+        token: str | None = None
+        for _ in range(max_pages):
+            params = [("page_size", "100")] + ([("page_token", token)] if token else [])
+            body = await self._request("GET", "/api/v2/parse", params=params)
+            for item in body.get("items") or []:
+                if isinstance(item, Mapping) and item.get("name") == name and item.get("id"):
+                    return str(item["id"])
+            token = _str_or_none(body.get("next_page_token"))
+            if not token:
+                return None
+        return None
+
     async def status(self, job_id: str) -> RemoteJobStatus:
         """The job's current state (one GET; never waits)."""
         if self.api_version == "v2":

@@ -1,0 +1,1 @@
+"""The HTTP surface (``ingestd serve``): health checks and the LlamaParse webhook, for now."""

@@ -1,0 +1,55 @@
+"""The ``ingestd serve`` FastAPI app: health checks and webhook intake.
+
+Thin: every route calls the library. The database is opened once in the lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from ingestd import __version__
+from ingestd.api.webhooks import router as webhooks_router
+from ingestd.config import Settings
+from ingestd.db import Database
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    """The app; pass ``db`` to share an already opened database (tests, embedding in a process)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = db or Database.from_settings(settings)
+        if db is None:
+            await opened.open()
+        app.state.db = opened
+        try:
+            yield
+        finally:
+            if db is None:
+                await opened.close()
+
+    app = FastAPI(title="ingestd", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(webhooks_router)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, Any]:
+        """The process is up."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/health/ready")
+    async def ready(request: Request) -> Response:
+        """The database answers."""
+        try:
+            await request.app.state.db.fetch_all("SELECT 1 AS ok")
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,28 @@
+-- Remote parsing (LlamaParse): the submit intent, the remote job id, webhook receipts.
+
+-- name: mark_remote_submit
+UPDATE jobs SET parse_metadata = parse_metadata || jsonb_build_object('remote_submit', %(marker)s)
+WHERE id = %(id)s AND attempt = %(attempt)s AND lease_owner = %(worker)s
+RETURNING id
+
+-- name: store_remote_job_id
+UPDATE jobs SET remote_job_id = %(remote_job_id)s
+WHERE id = %(id)s AND attempt = %(attempt)s AND lease_owner = %(worker)s
+RETURNING id
+
+-- name: insert_webhook_receipt
+INSERT INTO webhook_receipts (provider, event_id, event_type, remote_job_id, outcome)
+VALUES (%(provider)s, %(event_id)s, %(event_type)s, %(remote_job_id)s, 'received')
+ON CONFLICT (provider, event_id) DO NOTHING
+RETURNING event_id
+
+-- name: wake_remote_job
+-- A finished remote job: make its parse_queued job runnable now. Never changes its state, so a
+-- late or reordered webhook can never move a job backwards.
+UPDATE jobs SET next_attempt_at = now()
+WHERE remote_job_id = %(remote_job_id)s AND state = 'parse_queued'
+RETURNING id
+
+-- name: finish_webhook_receipt
+UPDATE webhook_receipts SET job_id = %(job_id)s, outcome = %(outcome)s
+WHERE provider = %(provider)s AND event_id = %(event_id)s
