@@ -40,8 +40,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and retry jobs.", no_args_is_help=True)
+mock_app = typer.Typer(
+    help="Run a mock vendor server (OpenAI, LlamaParse) for offline work.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(mock_app, name="mock")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -502,6 +506,130 @@ def search(
         where = " > ".join(hit["heading_path"]) or "(top)"
         console.print(f"[bold]{i}. {hit['filename']}[/bold]  score {hit['score']:.3f}  {where}")
         console.print("   " + hit["text"][:240].replace("\n", " "))
+
+
+# -- serve, mock, doctor ----------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", envvar="INGESTD_SERVE_HOST", help="Address to bind."),
+    port: int = typer.Option(8900, envvar="INGESTD_SERVE_PORT", help="Port to listen on."),
+) -> None:
+    """The HTTP app: health checks and the LlamaParse webhook (POST /v1/webhooks/llamaparse)."""
+    import uvicorn
+
+    from ingestd.api.app import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+FaultOpt = typer.Option(
+    [],
+    "--fault",
+    help="Request fault, e.g. 'http_503:0.1' or "
+    "'timeout:count=2' (repeatable); see docs/reference/mock-*.md.",
+)
+
+
+@mock_app.command("openai")
+def mock_openai(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8901, help="Port to listen on."),
+    behaviour: str | None = typer.Option(None, help="Behaviour as a JSON file or JSON text."),
+    api_key: str | None = typer.Option(None, help="The one key accepted (default: any)."),
+    latency_ms: float | None = typer.Option(None, help="Fixed latency per request."),
+    per_token_ms: float | None = typer.Option(None, help="Extra latency per input token."),
+    rpm: int | None = typer.Option(None, help="Requests-per-minute budget (429 beyond)."),
+    tpm: int | None = typer.Option(None, help="Tokens-per-minute budget (429 beyond)."),
+    quota_tokens: int | None = typer.Option(None, help="Total tokens before insufficient_quota."),
+    fault: list[str] = FaultOpt,
+    seed: int | None = typer.Option(None, help="Seed for fault draws."),
+    vectors: str | None = typer.Option(None, help="'hash' (default) or 'local' (real model)."),
+) -> None:
+    """A mock of OpenAI's /v1/embeddings and /v1/models."""
+    from ingestd.mocks.openai import serve as serve_openai
+
+    serve_openai(
+        host,
+        port,
+        behaviour=behaviour,
+        api_key=api_key,
+        latency_ms=latency_ms,
+        per_token_ms=per_token_ms,
+        rpm=rpm,
+        tpm=tpm,
+        quota_tokens=quota_tokens,
+        faults=fault,
+        seed=seed,
+        vectors=vectors,
+    )
+
+
+@mock_app.command("llamaparse")
+def mock_llamaparse(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8902, help="Port to listen on."),
+    behaviour: str | None = typer.Option(None, help="Behaviour as a JSON file or JSON text."),
+    api_key: str | None = typer.Option(None, help="The one key accepted (default: any)."),
+    latency_ms: float | None = typer.Option(None, help="Fixed time per job."),
+    per_page_ms: float | None = typer.Option(None, help="Extra time per page parsed."),
+    uploads_per_window: int | None = typer.Option(None, help="Uploads allowed per window."),
+    window_seconds: float | None = typer.Option(None, help="The rate-limit window."),
+    retry_after: bool | None = typer.Option(None, help="Send Retry-After with 429s."),
+    quota_credits: float | None = typer.Option(None, help="Credits before 402."),
+    fault: list[str] = FaultOpt,
+    webhook_backoff_scale: float | None = typer.Option(
+        None, help="Scale the 1/2/4 s webhook retry schedule (tests use 0.01)."
+    ),
+    seed: int | None = typer.Option(None, help="Seed for fault draws."),
+) -> None:
+    """A mock of LlamaParse (v2 and v1 routes, jobs, credits, signed webhooks)."""
+    from ingestd.mocks.llamaparse import serve as serve_llamaparse
+
+    serve_llamaparse(
+        host,
+        port,
+        behaviour=behaviour,
+        api_key=api_key,
+        latency_ms=latency_ms,
+        per_page_ms=per_page_ms,
+        uploads_per_window=uploads_per_window,
+        window_seconds=window_seconds,
+        retry_after=retry_after,
+        quota_credits=quota_credits,
+        faults=fault,
+        webhook_backoff_scale=webhook_backoff_scale,
+        seed=seed,
+    )
+
+
+@app.command()
+def doctor(
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="Also make one tiny, cost-capped call to "
+        "each configured real vendor (OpenAI, LlamaParse).",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check the configuration, the database, the blob store and the adapters."""
+    from ingestd.doctor import run_checks
+
+    settings = _settings()
+    results = _run(run_checks(settings, live=live))
+    if as_json:
+        _print_json([r.to_json() for r in results])
+    else:
+        for r in results:
+            mark = {"ok": "[green]ok[/green]", "skip": "[yellow]skip[/yellow]"}.get(
+                r.status, "[red]FAIL[/red]"
+            )
+            console.print(f"{mark:>20}  {r.name:28} {r.detail}")
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:
