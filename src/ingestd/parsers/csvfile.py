@@ -1,0 +1,60 @@
+"""CSV (and TSV): one Markdown pipe table, first row as the header.
+
+The delimiter is sniffed from the first lines (comma, semicolon, tab or pipe: the one that splits
+every line into the same number of fields). Rows stream from the decoded text into the table, so
+the document is held as text and as Markdown, not as a list of rows too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+
+from ingestd.errors import PermanentError
+from ingestd.parsers.encoding import decode_text
+from ingestd.parsers.markdown import MarkdownBuilder, finish_document
+from ingestd.ports import ParsedDocument
+
+_DELIMITERS = (",", ";", "\t", "|")
+_SNIFF_LINES = 50
+
+# A cell may be as long as the document (the default limit is 128 KiB); size limits apply elsewhere.
+csv.field_size_limit(sys.maxsize)
+
+
+def parse_csv(data: bytes) -> ParsedDocument:
+    """A delimited text file as a Markdown table."""
+    text, encoding = decode_text(data)
+    delimiter = sniff_delimiter(text)
+    builder = MarkdownBuilder()
+    try:
+        builder.table(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        raise PermanentError(
+            "parse.corrupt", f"this CSV file cannot be read ({exc}); check its quoting"
+        ) from exc
+    del text
+    return finish_document(
+        builder,
+        title=None,
+        paged=False,
+        metadata={"format": "csv", "encoding": encoding, "delimiter": delimiter},
+    )
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter that gives the most consistent field count over the first lines."""
+    lines = [line for line in text[:65536].splitlines()[:_SNIFF_LINES] if line.strip()]
+    if len(lines) > 2:
+        lines = lines[:-1]  # the last sampled line may be cut
+    best, best_score = ",", -1.0
+    for delimiter in _DELIMITERS:
+        counts = [line.count(delimiter) for line in lines]
+        if not counts or max(counts) == 0:
+            continue
+        consistent = sum(1 for count in counts if count == counts[0]) / len(counts)
+        score = consistent * 10 + min(counts[0], 9)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best

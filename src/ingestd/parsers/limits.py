@@ -1,0 +1,29 @@
+"""The limits a local parse runs under, with their defaults as named constants.
+
+One frozen object travels with every parse (into the isolated worker process too), so a limit is
+set in one place: ``LocalParser(limits=ParseLimits(max_pages=500))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingestd.parsers.zipguard import ZipLimits
+
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_PAGES = 10_000
+DEFAULT_MAX_CHARS = 20_000_000
+DEFAULT_MAX_HTML_DEPTH = 2_000
+DEFAULT_MAX_SHEET_CELLS = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Beyond any of these a document fails with ``parse.too_large`` instead of being read."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pages: int = DEFAULT_MAX_PAGES
+    max_chars: int = DEFAULT_MAX_CHARS
+    max_html_depth: int = DEFAULT_MAX_HTML_DEPTH
+    max_sheet_cells: int = DEFAULT_MAX_SHEET_CELLS
+    zip: ZipLimits = field(default_factory=ZipLimits)
