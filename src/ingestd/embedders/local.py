@@ -9,7 +9,9 @@ The model is loaded lazily, once per process, and shared by every ``LocalEmbedde
 ``dimensions`` and ``max_input_tokens`` are read from the model's config files, so building an
 embedder (and the settings check at start-up) does not import torch. Inference runs in a worker
 thread (the event loop stays free), one batch at a time per process, on ``num_threads`` torch
-threads (all cores by default; 2 on the reference machine). Vectors are L2-normalised.
+threads: half the cores by default, leaving the rest to the event loop, parsers and PostgreSQL
+(on a busy 2-core machine one thread measured 3x faster than two: see
+docs/benchmarks/chunking-embedding.md). Vectors are L2-normalised.
 
 ``max_input_tokens`` counts the model's own word pieces (special tokens included); longer inputs
 would be truncated by the model. The chunker sizes chunks in cl100k tokens, and a 256-token cl100k
@@ -67,7 +69,7 @@ class LocalEmbedder:
         self.dimensions, self.max_input_tokens = read_model_shape(self._path)
         self.batch_size = batch_size
         self.device = device
-        self.num_threads = num_threads or os.cpu_count() or 1
+        self.num_threads = num_threads or default_threads()
 
     @property
     def input_token_counter(self) -> WordPieceCounter:
@@ -154,6 +156,11 @@ class WordPieceCounter:
 
     def count_batch(self, texts: Sequence[str]) -> list[int]:
         return [len(encoded.ids) for encoded in self._tokenizer.encode_batch(list(texts))]
+
+
+def default_threads() -> int:
+    """Torch threads for inference: half the cores, at least one."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def resolve_model_path(model: str) -> Path:
