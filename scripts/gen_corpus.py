@@ -397,8 +397,8 @@ def _table(topic: Topic, rng: random.Random, rows: int) -> list[list[str]]:
 
 
 def csv_rows(spec: DocSpec) -> list[list[str]]:
-    """The single table a CSV (and the JSON records) holds: every section's rows plus a note."""
-    sentences = [
+    """The single table a CSV holds: every section's rows, each with a note (facts first)."""
+    sentences = list(spec.topic.facts) + [
         s + "." for sec in spec.sections for p in sec.paragraphs for s in p.split(". ") if s
     ]
     rows = [[*spec.topic.columns, "Notes"]]

@@ -159,10 +159,10 @@ def _name_unknown_binary(head: bytes) -> str:
 def _detect_text(head: bytes, hint: str, *, complete: bool) -> str:
     if _HTML_START.match(head):
         return HTML
-    if hint in (HTML, MARKDOWN, CSV, JSON, TEXT) and _hint_fits(head, hint, complete=complete):
-        return hint
     if _looks_like_json(head, complete=complete):
         return JSON
+    if hint in (HTML, MARKDOWN, CSV, TEXT) and _hint_fits(head, hint, complete=complete):
+        return hint
     if len(_HTML_TAGS.findall(head[:8192])) >= 3:
         return HTML
     sample = head.decode("utf-8", errors="replace")
@@ -175,8 +175,6 @@ def _detect_text(head: bytes, hint: str, *, complete: bool) -> str:
 
 def _hint_fits(head: bytes, hint: str, *, complete: bool) -> bool:
     """Whether the content is plausible for the type its extension claims."""
-    if hint == JSON:
-        return _looks_like_json(head, complete=complete)
     if hint == HTML:
         return b"<" in head
     if hint == CSV:
