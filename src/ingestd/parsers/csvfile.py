@@ -8,8 +8,8 @@ the document is held as text and as Markdown, not as a list of rows too.
 from __future__ import annotations
 
 import csv
-import io
 import sys
+from collections.abc import Iterator
 
 from ingestd.errors import PermanentError
 from ingestd.parsers.encoding import decode_text
@@ -29,7 +29,7 @@ def parse_csv(data: bytes) -> ParsedDocument:
     delimiter = sniff_delimiter(text)
     builder = MarkdownBuilder()
     try:
-        builder.table(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        builder.table(csv.reader(_lines(text), delimiter=delimiter))
     except csv.Error as exc:
         raise PermanentError(
             "parse.corrupt", f"this CSV file cannot be read ({exc}); check its quoting"
@@ -41,6 +41,21 @@ def parse_csv(data: bytes) -> ParsedDocument:
         paged=False,
         metadata={"format": "csv", "encoding": encoding, "delimiter": delimiter},
     )
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their endings, one at a time.
+
+    (``io.StringIO`` would copy the whole text into a 4-bytes-per-character buffer first.)
+    """
+    start, length = 0, len(text)
+    while start < length:
+        end = text.find("\n", start)
+        if end == -1:
+            yield text[start:]
+            return
+        yield text[start : end + 1]
+        start = end + 1
 
 
 def sniff_delimiter(text: str) -> str:

@@ -11,8 +11,8 @@ millisecond beyond the parse itself; starting a process costs about half a secon
 - ``max_memory_bytes`` caps the address space the parse may add (``RLIMIT_AS``); running out is
   ``parse.too_large``. A process that dies (a crash in a C library, the OOM killer) is
   ``parse.crashed``. Either way the worker and the other parses carry on.
-- A process whose resident memory grew past ``recycle_rss_bytes`` retires after its answer, so
-  one huge document does not leave a bloated process behind.
+- A process whose peak resident memory grew past ``recycle_rss_bytes`` retires after its answer,
+  so one huge document does not leave a bloated (fragmented) process behind.
 - Worker processes ignore SIGINT/SIGTERM (the parent decides when they stop, so a graceful
   shutdown can finish its parses) and are killed by the kernel if the parent dies.
 
@@ -129,11 +129,14 @@ class ParserPool:
         """Stop every worker process (busy ones are killed). The pool cannot be used afterwards."""
         self._closed = True
         with self._lock:
-            workers = list(self._all)
+            idle = set(self._idle)
+            busy = self._all - idle
             self._all.clear()
             self._idle.clear()
-        for worker in workers:
+        for worker in idle:
             worker.stop()
+        for worker in busy:  # their callers see the process end and raise parse.interrupted
+            worker.kill()
 
     @property
     def process_ids(self) -> list[int]:
@@ -256,15 +259,19 @@ class _Worker:
         finally:
             loop.remove_reader(fd)
 
-    def stop(self) -> None:
-        """Kill the process (if still running) and reap it."""
+    def kill(self) -> None:
+        """Kill the process but keep the socket open, so a waiting caller sees it end."""
         self.usable = False
         self.stopped_by_us = True
-        with contextlib.suppress(OSError):
-            self._conn.close()
         if self._process.poll() is None:
             with contextlib.suppress(OSError):
                 self._process.kill()
+
+    def stop(self) -> None:
+        """Kill the process (if still running), close the socket and reap the process."""
+        self.kill()
+        with contextlib.suppress(OSError):
+            self._conn.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout=5)
 
@@ -402,7 +409,8 @@ def _address_space_bytes() -> int:
 
 
 def _rss_bytes() -> int:
-    return _statm_pages(1) * _PAGE_SIZE
+    """Peak resident memory of this process (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _die_with_parent(parent_pid: int) -> None:

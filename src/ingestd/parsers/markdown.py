@@ -20,6 +20,7 @@ _WHITESPACE = re.compile(r"\s+")
 _HEADING_LINE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _MAX_HEADING_CHARS = 300
 _WIDTH_SAMPLE_ROWS = 100
+_ROWS_PER_PART = 512
 
 
 def clean_inline(text: str) -> str:
@@ -109,8 +110,14 @@ class MarkdownBuilder:
         for cells in head[1:]:
             self._write_raw("\n" + _table_line(cells, width))
         del head
+        batch: list[str] = []
         for row in iterator:
-            self._write_raw("\n" + _table_line([escape_cell(cell) for cell in row], width))
+            batch.append(_table_line([escape_cell(cell) for cell in row], width))
+            if len(batch) == _ROWS_PER_PART:  # one part per batch: less per-object overhead
+                self._write_raw("\n" + "\n".join(batch))
+                batch.clear()
+        if batch:
+            self._write_raw("\n" + "\n".join(batch))
 
     def _write_raw(self, text: str) -> None:
         self._parts.append(text)
