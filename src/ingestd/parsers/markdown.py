@@ -67,10 +67,16 @@ class MarkdownBuilder:
         self._page_starts: list[int] = []
         self._pending_pages = 0  # pages begun whose first block has not arrived yet
         self._pages = 0
+        self._blocks = 0
 
     @property
     def page_count(self) -> int:
         return self._pages
+
+    @property
+    def content_blocks(self) -> int:
+        """How many blocks (headings, paragraphs, items, tables) were written so far."""
+        return self._blocks
 
     def start_page(self) -> None:
         """Mark the start of a new page (slide, sheet); the first call marks page 1 at offset 0."""
@@ -144,6 +150,7 @@ class MarkdownBuilder:
             self._page_starts.extend([self._length] * self._pending_pages)
             self._pending_pages = 0
         self._parts.append(block)
+        self._blocks += 1
         self._length += len(block)
         self._last_was_item = item
 

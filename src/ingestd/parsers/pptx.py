@@ -41,6 +41,12 @@ def parse_pptx(data: bytes, *, zip_limits: ZipLimits, max_pages: int) -> ParsedD
         title = _write_slide(builder, slide, number)
         first_title = first_title or title
     title = presentation.core_properties.title or first_title
+    if builder.content_blocks == len(slides):  # nothing but the "## Slide N" headings
+        raise PermanentError(
+            "parse.empty",
+            f"this presentation's {len(slides)} slide(s) hold no text (images only?); "
+            "OCR needs the LlamaParse parser",
+        )
     return finish_document(builder, title=title, paged=True, metadata={"format": "pptx"})
 
 

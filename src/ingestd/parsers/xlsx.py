@@ -38,16 +38,18 @@ def parse_xlsx(data: bytes, *, zip_limits: ZipLimits, max_cells: int) -> ParsedD
     workbook = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
     try:
         builder = MarkdownBuilder()
-        names = []
+        names, rows = [], _RowCounter()
         for sheet in workbook.sheets_metadata:
             if sheet.typ != python_calamine.SheetTypeEnum.WorkSheet:
                 continue
             names.append(sheet.name)
             builder.start_page()
             builder.heading(sheet.name, 2)
-            builder.table(_sheet_rows(workbook.get_sheet_by_name(sheet.name)))
+            builder.table(rows.count(_sheet_rows(workbook.get_sheet_by_name(sheet.name))))
     finally:
         workbook.close()
+    if not rows.seen:
+        raise PermanentError("parse.empty", "this workbook has no cells with values")
     return finish_document(
         builder, title=title, paged=True, metadata={"format": "xlsx", "sheets": names}
     )
@@ -94,6 +96,16 @@ def _core_title(archive: zipfile.ZipFile) -> str | None:
     except KeyError:
         return None
     return html.unescape(match.group(1).decode("utf-8", errors="replace")) if match else None
+
+
+class _RowCounter:
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def count(self, rows: Iterator[list[str]]) -> Iterator[list[str]]:
+        for row in rows:
+            self.seen += 1
+            yield row
 
 
 def _sheet_rows(sheet: Any) -> Iterator[list[str]]:

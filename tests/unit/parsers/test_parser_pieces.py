@@ -161,3 +161,20 @@ def test_library_errors_are_translated_with_their_cause() -> None:
     assert caught.value.code == "parse.corrupt"
     assert caught.value.__cause__ is not None
     assert caught.value.details["library_error"]
+
+
+def test_office_files_without_text_are_empty() -> None:
+    import openpyxl
+    import pptx
+
+    workbook, buffer = openpyxl.Workbook(), io.BytesIO()
+    workbook.save(buffer)
+    assert _code(buffer.getvalue(), XLSX) == "parse.empty"
+    deck, buffer = pptx.Presentation(), io.BytesIO()
+    deck.slides.add_slide(deck.slide_layouts[6])
+    deck.save(buffer)
+    assert _code(buffer.getvalue(), PPTX) == "parse.empty"
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
