@@ -29,6 +29,10 @@ from ingestd.storage import LocalBlobStore
 from ingestd.worker import Worker, new_worker_id
 
 
+# Chunk size cap (cl100k tokens) for models that count their input in their own tokens.
+LOCAL_MODEL_CHUNK_TOKENS = 200
+
+
 def build_embedder(settings: Settings) -> Embedder:
     config = settings.embedder
     if isinstance(config, HashEmbedderSettings):
@@ -38,7 +42,12 @@ def build_embedder(settings: Settings) -> Embedder:
     if isinstance(config, LocalEmbedderSettings):
         from ingestd.embedders.local import LocalEmbedder
 
-        return LocalEmbedder(model=config.model, batch_size=config.batch_size, device=config.device)
+        return LocalEmbedder(
+            model=config.model,
+            batch_size=config.batch_size,
+            device=config.device,
+            num_threads=config.num_threads,
+        )
     if isinstance(config, OpenAIEmbedderSettings):
         from ingestd.embedders.openai import OpenAIEmbedder
 
@@ -57,17 +66,30 @@ def build_embedder(settings: Settings) -> Embedder:
             max_inputs_per_request=config.max_inputs_per_request,
             max_tokens_per_request=config.max_tokens_per_request,
             max_tokens_per_input=config.max_tokens_per_input,
+            concurrency=config.concurrency,
+            max_retries=config.max_retries,
+            truncate=config.truncate,
         )
     raise ConfigurationError(f"unknown embedder provider: {config!r}")
 
 
 def build_chunker(settings: Settings, embedder: Embedder | None = None) -> Chunker:
+    """Chunks sized in cl100k tokens, never above what the embedder takes per input.
+
+    A model with its own tokenizer (the local one: 256 word pieces) hands the chunker a counter,
+    and chunks stay at most ``LOCAL_MODEL_CHUNK_TOKENS`` so few need to be split to fit.
+    """
+    counter = getattr(embedder, "input_token_counter", None)
     limit = embedder.max_input_tokens if embedder is not None else None
+    size = settings.chunker.tokens
+    if counter is not None:
+        size = min(size, LOCAL_MODEL_CHUNK_TOKENS)
     return MarkdownChunker(
-        max_tokens=min(settings.chunker.tokens, limit or settings.chunker.tokens),
-        overlap_tokens=settings.chunker.overlap,
+        max_tokens=min(size, limit or size),
+        overlap_tokens=min(settings.chunker.overlap, max(0, min(size, limit or size) // 4)),
         encoding=settings.chunker.encoding,
         hard_limit_tokens=limit,
+        hard_limit_counter=counter,
     )
 
 
@@ -174,6 +196,7 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
     """Open the database (migrating it) and build the adapters; close both at the end."""
     http = httpx.AsyncClient()
     db = Database.from_settings(settings)
+    ports: StagePorts | None = None
     try:
         ports = build_ports(settings, http)
         await db.open()
@@ -183,3 +206,7 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
     finally:
         await db.close()
         await http.aclose()
+        if ports is not None:
+            close = getattr(ports.embedder, "aclose", None)
+            if close is not None:
+                await close()

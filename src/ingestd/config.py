@@ -39,6 +39,8 @@ class LocalEmbedderSettings(BaseModel):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
+    # torch threads for encoding; None: half the cores.
+    num_threads: int | None = Field(None, ge=1)
 
 
 class OpenAIEmbedderSettings(BaseModel):
@@ -55,6 +57,12 @@ class OpenAIEmbedderSettings(BaseModel):
     max_tokens_per_request: int = Field(300_000, ge=1, le=300_000)
     max_tokens_per_input: int = Field(8191, ge=1, le=8191)
     price_per_million_tokens: float = 0.02
+    # Requests in flight at once per worker process.
+    concurrency: int = Field(4, ge=1, le=64)
+    # Cut inputs over max_tokens_per_input instead of failing (the chunker already keeps to it).
+    truncate: bool = False
+    # The SDK's own retries; ingestd retries (persisted, with backoff) itself, so 0.
+    max_retries: int = Field(0, ge=0)
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:

@@ -26,6 +26,7 @@ import structlog
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
 from ingestd.errors import PermanentError, TransientError
+from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import ClaimedJob, JobStore, Outcome, advance
 from ingestd.ports import BlobStore, ParsedDocument
 from ingestd.states import State
@@ -95,9 +96,15 @@ def poll_delay(job: ClaimedJob, config: RemoteParseConfig) -> float:
 
 class RemoteParseStage:
     def __init__(
-        self, db: Database, store: JobStore, blobs: BlobStore, config: RemoteParseConfig
+        self,
+        db: Database,
+        store: JobStore,
+        blobs: BlobStore,
+        config: RemoteParseConfig,
+        faults: FaultPoints | None = None,
     ) -> None:
         self.db = db
+        self.faults = faults or FaultPoints()
         self.store = store
         self.blobs = blobs
         self.config = config
@@ -135,6 +142,7 @@ class RemoteParseStage:
                 webhook_url=self.config.webhook_url,
                 webhook_secret=self.config.webhook_secret,
             )
+            await self.faults.hit("remote_parse.after_submit")
         if not await self._fenced(QUERIES["store_remote_job_id"], job, remote_job_id=remote_id):
             return _lost(job)
         log.info(

@@ -16,7 +16,7 @@ def backoff_seconds(
     retry_count: int, base: float, cap: float, rng: random.Random | None = None
 ) -> float:
     """Exponential backoff with 'equal jitter': between half and all of base * 2**retry_count."""
-    ceiling = min(cap, base * (2 ** max(0, retry_count)))
+    ceiling = min(cap, base * 2.0 ** max(0, retry_count))
     jitter = rng.uniform(0, ceiling / 2) if rng is not None else random.uniform(0, ceiling / 2)
     return ceiling / 2 + jitter
 
@@ -29,10 +29,14 @@ def retry_delay(error: IngestdError, retry_count: int, base: float, cap: float) 
     return delay
 
 
+# Throttling and outages are not the document's fault: they get this many times more tries.
+SERVICE_WAIT_FACTOR = 10
+
+
 def should_fail(error: IngestdError, retry_count: int, max_attempts: int) -> bool:
     """Fail the stage now (permanent error, or out of tries) rather than retry it."""
     if isinstance(error, PermanentError):
         return True
-    if isinstance(error, RecoverableError):
-        return False  # waiting for a service to come back is not the document's fault
+    if isinstance(error, RateLimitedError | RecoverableError):
+        return retry_count + 1 >= max_attempts * SERVICE_WAIT_FACTOR
     return retry_count + 1 >= max_attempts

@@ -133,7 +133,7 @@ class Pipeline:
         self.embed_slice = embed_slice
         self._parsed: dict[uuid.UUID, ParsedDocument] = {}
         self._remote = (
-            RemoteParseStage(db, store, ports.blobs, ports.remote)
+            RemoteParseStage(db, store, ports.blobs, ports.remote, self.faults)
             if ports.remote is not None
             else None
         )

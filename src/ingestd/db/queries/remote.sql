@@ -1,7 +1,7 @@
 -- Remote parsing (LlamaParse): the submit intent, the remote job id, webhook receipts.
 
 -- name: mark_remote_submit
-UPDATE jobs SET parse_metadata = parse_metadata || jsonb_build_object('remote_submit', %(marker)s)
+UPDATE jobs SET parse_metadata = parse_metadata || jsonb_build_object('remote_submit', %(marker)s::text)
 WHERE id = %(id)s AND attempt = %(attempt)s AND lease_owner = %(worker)s
 RETURNING id
 
