@@ -26,12 +26,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.factories import write_corpus  # noqa: E402
+
 from ingestd.config import HashEmbedderSettings, Settings  # noqa: E402
 from ingestd.db import Database  # noqa: E402
 from ingestd.db.embedded import EmbeddedPostgres  # noqa: E402
 from ingestd.ingest import ingest_files  # noqa: E402
 from ingestd.storage import LocalBlobStore  # noqa: E402
-from tests.factories import write_corpus  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "pipeline.md"
 

@@ -28,7 +28,6 @@ from ingestd.stages import ParseFn, Pipeline, StagePorts
 from ingestd.storage import LocalBlobStore
 from ingestd.worker import Worker, new_worker_id
 
-
 # Chunk size cap (cl100k tokens) for models that count their input in their own tokens.
 LOCAL_MODEL_CHUNK_TOKENS = 200
 

@@ -58,7 +58,7 @@ class PermanentError(IngestdError):
 
 
 class RecoverableError(IngestdError):
-    """A dependency is down; wait for it (circuit breaker) and try again without counting a failure."""
+    """A dependency is down: wait for it (circuit breaker), then retry; counted leniently."""
 
     kind = "recoverable"
 

@@ -6,6 +6,7 @@ table, where a trigger rejects any other state change, so the database enforces 
 
 from __future__ import annotations
 
+import itertools
 from enum import StrEnum
 
 from ingestd.errors import IllegalTransition
@@ -68,7 +69,7 @@ RETRY_FROM: dict[State, State] = {
 
 
 def _allowed() -> frozenset[tuple[State, State]]:
-    edges: set[tuple[State, State]] = set(zip(HAPPY_PATH, HAPPY_PATH[1:], strict=False))
+    edges: set[tuple[State, State]] = set(itertools.pairwise(HAPPY_PATH))
     edges |= set(FAILURE_OF.items())
     edges |= {(state, State.CANCELLED) for state in RUNNABLE_STATES}
     edges |= {(failed, start) for failed, start in RETRY_FROM.items()}
