@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from ingestd.db.database import migrate_database, sync_state_machine
+from ingestd.db.database import migrate_database, migration_files, sync_state_machine
 from ingestd.states import ALLOWED_TRANSITIONS, State
 
 
@@ -33,7 +33,7 @@ async def test_migrations_are_idempotent_and_concurrent(db_url: str) -> None:
     assert all(applied == [] for applied in results)
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
-    assert rows == [(1,)]
+    assert rows == [(version,) for version, _, _ in migration_files()]
 
 
 def test_transition_table_mirrors_states_py(db_url: str) -> None:
