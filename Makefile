@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned (torch==2.13.0, CPU build) through the "local" extra.
 	$(PY) -m pip install --quiet -e '.[local,dev]'
+	# llama-cloud 2.x (LlamaParse's v2 SDK) conflicts with llama-cloud-services' pin, so the
+	# SDK compatibility test runs it from a folder of its own.
+	$(PY) -m pip install --quiet --no-deps --target $(VENV)/llama-cloud-v2 \
+		'llama-cloud==2.19.0' 'distro>=1.7'
 	touch $(STAMP)
 
 demo: setup
