@@ -26,7 +26,7 @@ from ingestd.db import QUERIES, Database
 from ingestd.db.database import migrate_database, resolve_database_url
 from ingestd.db.embedded import EmbeddedPostgres
 from ingestd.errors import IngestdError
-from ingestd.ingest import IngestResult, ingest_files
+from ingestd.ingest import IngestResult, PipelineVersions, ingest_files
 from ingestd.logs import configure_logging
 from ingestd.search import search as run_search
 from ingestd.states import FAILED_STATES, TERMINAL_STATES, State
@@ -184,13 +184,18 @@ def ingest(
             paths,
             owner=settings.owner,
             max_attempts=settings.worker.max_attempts,
+            versions=_versions(opened),
             priority=priority,
         )
         if as_json:
             _print_json([_result_json(r) for r in results])
         else:
             new = sum(not r.duplicate for r in results)
-            err_console.print(f"queued {new} document(s); {len(results) - new} already known")
+            again = sum(r.reindexed for r in results)
+            err_console.print(
+                f"queued {new} new document(s); {len(results) - new} already known"
+                + (f", {again} of them re-indexed with the current settings" if again else "")
+            )
         if not wait:
             return 0
         counts = await _watch([r.job_id for r in results if r.job_id], opened.db)
@@ -199,12 +204,17 @@ def ingest(
     raise typer.Exit(_run(_with_app(settings, body)))
 
 
+def _versions(opened: App) -> PipelineVersions:
+    return PipelineVersions(opened.ports.chunker.version, opened.ports.embedder.model)
+
+
 def _result_json(r: IngestResult) -> dict[str, Any]:
     return {
         "document_id": str(r.document_id),
         "job_id": str(r.job_id) if r.job_id else None,
         "filename": r.filename,
         "duplicate": r.duplicate,
+        "reindexed": r.reindexed,
     }
 
 
@@ -284,6 +294,7 @@ def run(
             paths,
             owner=settings.owner,
             max_attempts=settings.worker.max_attempts,
+            versions=_versions(opened),
         )
         job_ids = [r.job_id for r in results if r.job_id]
         counts = await _drive(opened, job_ids, processes)
@@ -473,6 +484,50 @@ def jobs_retry(
 
     moved = _run(_with_app(settings, body))
     console.print(f"requeued {len(moved)} job(s)")
+
+
+@app.command()
+def reindex(
+    document: list[str] | None = typer.Option(
+        None, "--document", help="Only these documents (ids; repeatable)."
+    ),
+    force: bool = typer.Option(
+        False, "--all", help="Every complete document, even those made with the current settings."
+    ),
+    owner: str | None = OwnerOpt,
+    wait: bool = typer.Option(
+        False, "--wait", help="Show progress until re-indexing is done (needs running workers)."
+    ),
+) -> None:
+    """Re-chunk and re-embed documents made with other chunker or embedding settings.
+
+    Search keeps answering from the old chunks until each document's new ones are swapped in.
+    """
+    settings = _settings()
+    try:
+        doc_ids = [uuid.UUID(d) for d in document] if document else None
+    except ValueError as exc:
+        raise typer.BadParameter("document ids must be full UUIDs") from exc
+
+    async def body(opened: App) -> int:
+        moved = await reports.reindex_jobs(
+            opened.db,
+            chunker_version=opened.ports.chunker.version,
+            embedding_model=opened.ports.embedder.model,
+            owner=owner,
+            document_ids=doc_ids,
+            force=force,
+        )
+        err_console.print(
+            f"re-indexing {len(moved)} document(s) with "
+            f"{opened.ports.chunker.version} + {opened.ports.embedder.model}"
+        )
+        if wait and moved:
+            counts = await _watch(moved, opened.db)
+            return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
+        return 0
+
+    raise typer.Exit(_run(_with_app(settings, body)))
 
 
 @app.command()

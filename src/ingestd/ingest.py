@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
 from ingestd.parsers.detect import detect_media_type
 from ingestd.ports import BlobStore
+from ingestd.reports import reindex_jobs
 from ingestd.storage import content_key
 
 GROUP_SIZE = 200
@@ -38,6 +39,16 @@ class IngestResult:
     job_id: uuid.UUID | None
     filename: str
     duplicate: bool
+    # A duplicate whose chunks were made with other settings, sent back to be re-indexed.
+    reindexed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineVersions:
+    """The settings that shape a document's chunks: re-uploading under others re-indexes."""
+
+    chunker_version: str
+    embedding_model: str
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -62,21 +73,24 @@ async def ingest_files(
     owner: str,
     max_attempts: int = 5,
     priority: int = 0,
+    versions: PipelineVersions | None = None,
 ) -> list[IngestResult]:
+    """Upload every file under ``paths``, in groups of ``GROUP_SIZE`` (one transaction each)."""
     results: list[IngestResult] = []
     group: list[Upload] = []
+    options: dict[str, Any] = {
+        "owner": owner,
+        "max_attempts": max_attempts,
+        "priority": priority,
+        "versions": versions,
+    }
     for path in iter_files(paths):
-        data = await asyncio.to_thread(path.read_bytes)
-        group.append(Upload(path.name, data))
+        group.append(Upload(path.name, await asyncio.to_thread(path.read_bytes)))
         if len(group) >= GROUP_SIZE:
-            results += await ingest_uploads(
-                db, blobs, group, owner=owner, max_attempts=max_attempts, priority=priority
-            )
+            results += await ingest_uploads(db, blobs, group, **options)
             group = []
     if group:
-        results += await ingest_uploads(
-            db, blobs, group, owner=owner, max_attempts=max_attempts, priority=priority
-        )
+        results += await ingest_uploads(db, blobs, group, **options)
     return results
 
 
@@ -88,8 +102,37 @@ async def ingest_uploads(
     owner: str,
     max_attempts: int = 5,
     priority: int = 0,
+    versions: PipelineVersions | None = None,
 ) -> list[IngestResult]:
-    """Store and queue one group of uploads in one transaction."""
+    """Store and queue one group of uploads in one transaction.
+
+    With ``versions``, a duplicate of a complete document made with other chunker or embedding
+    settings is sent back to be re-indexed with the current ones (``reindexed=True``).
+    """
+    results = await _insert_uploads(db, blobs, uploads, owner, max_attempts, priority)
+    duplicates = [r.document_id for r in results if r.duplicate]
+    if versions is None or not duplicates:
+        return results
+    moved = set(
+        await reindex_jobs(
+            db,
+            chunker_version=versions.chunker_version,
+            embedding_model=versions.embedding_model,
+            owner=owner,
+            document_ids=duplicates,
+        )
+    )
+    return [replace(r, reindexed=r.duplicate and r.job_id in moved) for r in results]
+
+
+async def _insert_uploads(
+    db: Database,
+    blobs: BlobStore,
+    uploads: Sequence[Upload],
+    owner: str,
+    max_attempts: int,
+    priority: int,
+) -> list[IngestResult]:
     rows = []
     for upload in uploads:
         key = await asyncio.to_thread(blobs.put, upload.data)

@@ -136,3 +136,35 @@ async def retry_jobs(
         return moved
 
     return await db.transaction(work)
+
+
+async def reindex_jobs(
+    db: Database,
+    *,
+    chunker_version: str,
+    embedding_model: str,
+    owner: str | None = None,
+    document_ids: Sequence[uuid.UUID] | None = None,
+    force: bool = False,
+) -> list[uuid.UUID]:
+    """Re-chunk and re-embed complete documents made with other settings (all with ``force``).
+
+    Search keeps answering from the old chunks until each document's new chunks replace them
+    in one transaction (the finalise stage).
+    """
+    params = {
+        "owner": owner,
+        "document_ids": list(document_ids) if document_ids is not None else None,
+        "force": force,
+        "chunker_version": chunker_version,
+        "embedding_model": embedding_model,
+    }
+
+    async def work(conn: Conn) -> list[uuid.UUID]:
+        cur = await conn.execute(QUERIES["reindex_jobs"], params)
+        moved = [row[0] for row in await cur.fetchall()]
+        if moved:
+            await conn.execute(QUERIES["notify_jobs"])
+        return moved
+
+    return await db.transaction(work)

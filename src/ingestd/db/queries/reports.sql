@@ -83,3 +83,26 @@ LIMIT %(limit)s
 
 -- name: job_states_of
 SELECT state, count(*) AS n FROM jobs WHERE id = ANY(%(ids)s) GROUP BY state
+
+-- name: reindex_jobs
+-- Complete documents whose chunks were made with other settings (or all, when forced) go back
+-- to parse_validated; their old chunks stay searchable until the new ones are swapped in.
+WITH targets AS (
+    SELECT j.id FROM jobs j
+    WHERE j.state = 'complete'
+      AND (%(owner)s::text IS NULL OR j.owner = %(owner)s)
+      AND (%(document_ids)s::uuid[] IS NULL OR j.document_id = ANY(%(document_ids)s))
+      AND (%(force)s OR j.chunker_version IS DISTINCT FROM %(chunker_version)s
+           OR j.embedding_model IS DISTINCT FROM %(embedding_model)s)
+    FOR UPDATE OF j SKIP LOCKED
+), moved AS (
+    UPDATE jobs j SET state = 'parse_validated', retry_count = 0, next_attempt_at = now(),
+                      lease_owner = NULL, lease_expires_at = NULL, chunker_version = NULL,
+                      chunk_count = NULL, embedding_model = NULL, embedding_dimensions = NULL
+    FROM targets t WHERE j.id = t.id
+    RETURNING j.id, j.attempt, j.correlation_id
+), events AS (
+    INSERT INTO job_events (job_id, kind, from_state, to_state, attempt, worker_id, correlation_id)
+    SELECT id, 'reindex', 'complete', 'parse_validated', attempt, NULL, correlation_id FROM moved
+)
+SELECT id FROM moved
