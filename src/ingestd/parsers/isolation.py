@@ -409,8 +409,19 @@ def _address_space_bytes() -> int:
 
 
 def _rss_bytes() -> int:
-    """Peak resident memory of this process (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident memory of this process (``VmHWM``), or the current one if unknown.
+
+    Not ``ru_maxrss``: Linux carries it over from the parent across fork and exec, so a child of
+    a big worker would look bloated from its first request.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _statm_pages(1) * _PAGE_SIZE
 
 
 def _die_with_parent(parent_pid: int) -> None:

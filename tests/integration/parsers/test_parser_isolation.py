@@ -105,6 +105,17 @@ async def test_bloated_processes_retire_after_answering() -> None:
         pool.close()
 
 
+async def test_a_big_parent_does_not_make_its_children_look_bloated() -> None:
+    # Linux carries ru_maxrss over from the parent into a spawned child; recycling must not read it.
+    ballast = b"x" * (400 * MIB)
+    del ballast
+    pool = ParserPool(1, recycle_rss_bytes=350 * MIB)
+    try:
+        assert len({await _pid(pool) for _ in range(5)}) == 1
+    finally:
+        pool.close()
+
+
 async def test_errors_keep_their_code_and_the_remote_traceback(pool: ParserPool) -> None:
     with pytest.raises(PermanentError) as caught:
         await pool.parse(LocalParser(), b"", "text/plain", "empty.txt", timeout=30)

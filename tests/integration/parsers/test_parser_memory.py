@@ -20,7 +20,7 @@ _MAKE = {
 }
 
 _MEASURE = """
-import gc, random, resource, sys
+import gc, random, sys
 from pathlib import Path
 from ingestd.parsers.detect import detect_media_type
 from ingestd.parsers.local import LocalParser
@@ -28,9 +28,12 @@ import ingestd.parsers.csvfile, ingestd.parsers.html, ingestd.parsers.text
 path = Path(sys.argv[1])
 data = path.read_bytes()
 gc.collect()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak():  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent process
+    lines = open("/proc/self/status").read().splitlines()
+    return next(int(l.split()[1]) * 1024 for l in lines if l.startswith("VmHWM"))
+before = peak()
 doc = LocalParser().parse(data, detect_media_type(data, path.name), path.name)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+after = peak()
 assert len(doc.markdown) > len(data) // 2
 print((after - before) / len(data))
 """
