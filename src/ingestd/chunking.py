@@ -32,6 +32,8 @@ from ingestd import tokens
 from ingestd.errors import ConfigurationError
 from ingestd.ports import Chunk, ParsedDocument
 
+# A chunk under max_tokens // MIN_CHUNK_FRACTION tokens is joined to its neighbour.
+MIN_CHUNK_FRACTION = 8
 ALGORITHM = "md-tok-v1"
 # Output can change with the splitter's minor version, so it is part of the chunker version.
 _SPLITTER_VERSION = "sts" + ".".join(package_version("semantic-text-splitter").split(".")[:2])
@@ -97,7 +99,12 @@ class MarkdownChunker:
         self.max_tokens = capacity
         self.overlap_tokens = overlap_tokens
         self.encoding = encoding
-        self.version = f"{ALGORITHM}:{_SPLITTER_VERSION}:{capacity}:{overlap_tokens}:{encoding}"
+        # Chunks under this many tokens (a lone heading, a "- [1]:" line) join a neighbour.
+        self.min_tokens = max(1, capacity // MIN_CHUNK_FRACTION)
+        self.version = (
+            f"{ALGORITHM}:{_SPLITTER_VERSION}:{capacity}:{overlap_tokens}:{encoding}"
+            f":min{self.min_tokens}"
+        )
         self._input_limit: tuple[int, InputTokenCounter] | None = None
         if hard_limit_counter is not None and hard_limit_tokens is not None:
             self._input_limit = (hard_limit_tokens, hard_limit_counter)
@@ -110,7 +117,7 @@ class MarkdownChunker:
         markdown = _without_surrogates(doc.markdown)
         headings = HeadingIndex(markdown)
         chunks: list[Chunk] = []
-        for start, text, count in self._pieces(markdown):
+        for start, text, count in self._merged(markdown, self._pieces(markdown)):
             chunks.append(
                 Chunk(
                     ordinal=len(chunks),
@@ -134,6 +141,51 @@ class MarkdownChunker:
                 spans = self._semantic_spans(markdown, start, end)
             for span_start, span_end in spans:
                 yield from self._checked(markdown, span_start, span_end)
+
+    def _merged(
+        self, markdown: str, pieces: Iterator[tuple[int, str, int]]
+    ) -> Iterator[tuple[int, str, int]]:
+        """Join each chunk under ``min_tokens`` with the next one while the joined span fits:
+        tiny chunks carry almost no meaning and match queries by accident."""
+        held: tuple[int, int, int] | None = None  # start, end, tokens
+        for start, text, count in self._in_order(markdown, pieces):
+            end = start + len(text)
+            if held is not None:
+                joined = self._join(markdown, held, (start, end, count))
+                if joined is not None:
+                    held = joined
+                    continue
+                yield held[0], markdown[held[0] : held[1]], held[2]
+            held = (start, end, count)
+        if held is not None:
+            yield held[0], markdown[held[0] : held[1]], held[2]
+
+    def _in_order(
+        self, markdown: str, pieces: Iterator[tuple[int, str, int]]
+    ) -> Iterator[tuple[int, str, int]]:
+        """Pieces whose starts never go back. Halving an overlapping piece can step back before
+        its predecessor; what it adds there is already covered, so it starts where that did."""
+        last = -1
+        for start, text, count in pieces:
+            if start >= last:
+                last = start
+                yield start, text, count
+            elif start + len(text) > last:
+                for piece in self._checked(markdown, last, start + len(text)):
+                    last = max(last, piece[0])
+                    yield piece
+
+    def _join(
+        self, markdown: str, first: tuple[int, int, int], second: tuple[int, int, int]
+    ) -> tuple[int, int, int] | None:
+        if min(first[2], second[2]) >= self.min_tokens:
+            return None
+        end = max(first[1], second[1])
+        text = markdown[first[0] : end]
+        count = self._count(text)
+        if count > self.max_tokens or (self._input_limit and self._over_input_limit(text)):
+            return None
+        return first[0], end, count
 
     def _semantic_spans(self, markdown: str, start: int, end: int) -> Iterator[Span]:
         for offset, text in self._splitter.chunk_indices(markdown[start:end]):

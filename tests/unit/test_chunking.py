@@ -151,7 +151,7 @@ def test_hard_limit_caps_the_chunk_size() -> None:
     chunks = chunker.chunk(ParsedDocument(markdown))
     assert max(c.token_count for c in chunks) <= 50
     assert chunker.max_tokens == 50
-    assert chunker.version.endswith(":50:10:cl100k_base")
+    assert chunker.version.endswith(":50:10:cl100k_base:min6")
 
 
 def test_overlap_repeats_text_between_neighbours() -> None:
@@ -389,4 +389,4 @@ def test_a_model_limit_in_its_own_tokens_is_never_exceeded(markdown: str, char_l
     assert_well_formed(clean, chunks, 64)
     # Halving stops at a single cl100k token, which may be a few characters long.
     assert all(len(c.text) <= char_limit or c.token_count == 1 for c in chunks)
-    assert chunker.version.endswith(f":64:8:cl100k_base:max{char_limit}@chars")
+    assert chunker.version.endswith(f":64:8:cl100k_base:min8:max{char_limit}@chars")
