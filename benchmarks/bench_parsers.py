@@ -263,7 +263,7 @@ CANDIDATES: dict[str, list[tuple[str, Callable[[bytes], str]]]] = {
         ("pdfminer.six extract_text", _pdfminer),
     ],
     "docx": [
-        ("python-docx package + lxml walk (ours)", lambda d: _ours(d, detect_media_type(d))),
+        ("lxml iterparse, streaming (ours)", lambda d: _ours(d, detect_media_type(d))),
         ("python-docx API (paragraph.text, cell.text)", _python_docx_api),
         ("mammoth -> HTML -> our HTML converter", _mammoth),
     ],

@@ -151,7 +151,10 @@ def test_library_errors_are_translated_with_their_cause() -> None:
     with pytest.raises(PermanentError) as caught:
         LocalParser().parse(b"PK\x03\x04" + b"\x00" * 100, "application/vnd.ms-excel", "a.xls")
     assert caught.value.code == "parse.unsupported_type"
-    broken_docx = _docx_like(10, True).replace(b"word/document.xml", b"word/documenX.xml")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document><unclosed>")
+    broken_docx = out.getvalue()
     with pytest.raises(PermanentError) as caught:
         LocalParser().parse(
             broken_docx,
