@@ -45,12 +45,18 @@ async def ingest(settings: Settings, corpus: Path) -> float:
 
 
 def drain(settings: Settings, workers: int, total: int) -> float:
-    env = {**os.environ, "INGESTD_HOME": str(settings.home),
-           "INGESTD_DATABASE_URL": settings.database_url or "",
-           "INGESTD_EMBEDDER__PROVIDER": "hash", "INGESTD_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "INGESTD_HOME": str(settings.home),
+        "INGESTD_DATABASE_URL": settings.database_url or "",
+        "INGESTD_EMBEDDER__PROVIDER": "hash",
+        "INGESTD_LOG_LEVEL": "WARNING",
+    }
     started = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "ingestd", "worker", "--burst"], env=env)
-             for _ in range(workers)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "ingestd", "worker", "--burst"], env=env)
+        for _ in range(workers)
+    ]
     codes = [p.wait() for p in procs]
     elapsed = time.perf_counter() - started
     with psycopg.connect(settings.database_url or "") as conn:
@@ -67,8 +73,7 @@ def one_run(documents: int, workers: int, corpus: Path) -> tuple[float, float]:
     server = EmbeddedPostgres(base / "pgdata")
     try:
         url = server.ensure_running().url()
-        settings = Settings(home=base / "home", database_url=url,
-                            embedder=HashEmbedderSettings())
+        settings = Settings(home=base / "home", database_url=url, embedder=HashEmbedderSettings())
         ingest_seconds = asyncio.run(ingest(settings, corpus))
         return ingest_seconds, drain(settings, workers, documents)
     finally:
@@ -90,8 +95,11 @@ def main() -> None:
         best = None
         for _ in range(args.repeat):
             ingest_s, drain_s = one_run(args.documents, workers, corpus)
-            print(f"workers={workers} ingest={ingest_s:.2f}s drain={drain_s:.2f}s "
-                  f"-> {args.documents / drain_s:.0f} documents/s", flush=True)
+            print(
+                f"workers={workers} ingest={ingest_s:.2f}s drain={drain_s:.2f}s "
+                f"-> {args.documents / drain_s:.0f} documents/s",
+                flush=True,
+            )
             if best is None or drain_s < best[1]:
                 best = (ingest_s, drain_s)
         assert best is not None
@@ -100,8 +108,9 @@ def main() -> None:
     write_report(args, size_kb, rows)
 
 
-def write_report(args: argparse.Namespace, size_kb: float,
-                 rows: list[tuple[int, float, float]]) -> None:
+def write_report(
+    args: argparse.Namespace, size_kb: float, rows: list[tuple[int, float, float]]
+) -> None:
     load = os.getloadavg()[0]
     lines = [
         "# Pipeline throughput",
@@ -120,8 +129,9 @@ def write_report(args: argparse.Namespace, size_kb: float,
         "|---:|---:|---:|---:|",
     ]
     for workers, ingest_s, drain_s in rows:
-        lines.append(f"| {workers} | {ingest_s:.2f} | {drain_s:.2f} | "
-                     f"{args.documents / drain_s:.0f} |")
+        lines.append(
+            f"| {workers} | {ingest_s:.2f} | {drain_s:.2f} | {args.documents / drain_s:.0f} |"
+        )
     lines.append("")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))

@@ -28,6 +28,10 @@ from ingestd.stages import ParseFn, Pipeline, StagePorts
 from ingestd.storage import LocalBlobStore
 from ingestd.worker import Worker, new_worker_id
 
+# Small plain-text and Markdown files are parsed inline; everything else in the parser pool.
+TRIVIAL_MEDIA_TYPES = frozenset({"text/plain", "text/markdown"})
+TRIVIAL_INLINE_BYTES = 64 * 1024
+
 # Chunk size cap (cl100k tokens) for models that count their input in their own tokens.
 LOCAL_MODEL_CHUNK_TOKENS = 200
 
@@ -129,7 +133,7 @@ def build_parse(settings: Settings) -> tuple[ParseFn, str]:
     config = settings.parser
     if not isinstance(config, LocalParserSettings):
         config = LocalParserSettings()
-    from ingestd.parsers.isolation import parse_isolated
+    from ingestd.parsers.isolation import parse_in_process, parse_isolated
     from ingestd.parsers.local import LocalParser
 
     parser = LocalParser()
@@ -140,6 +144,9 @@ def build_parse(settings: Settings) -> tuple[ParseFn, str]:
             raise PermanentError(
                 "parse.too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes}"
             )
+        if media_type in TRIVIAL_MEDIA_TYPES and len(data) <= TRIVIAL_INLINE_BYTES:
+            # Decoding a little plain text cannot hang or balloon: no process round trip.
+            return parse_in_process(parser, data, media_type, filename)
         return await parse_isolated(
             parser, data, media_type, filename, timeout=limits.timeout_seconds
         )
