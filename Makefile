@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.ingestd-home/demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench docs clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+docs: setup
+	$(PY) scripts/gen_config_docs.py
+	$(VENV)/bin/typer ingestd.cli utils docs --name ingestd --title "CLI reference" \
+		--output docs/reference/cli.md
 
 clean:
 	rm -rf $(VENV) .ingestd-home .coverage .coverage.* build src/*.egg-info

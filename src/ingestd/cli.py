@@ -56,8 +56,15 @@ OwnerOpt = typer.Option(
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
 
 
-def _settings(**overrides: Any) -> Settings:
+def _settings(*, service: bool = False, **overrides: Any) -> Settings:
+    """Settings from the environment plus the command's flags; logging configured.
+
+    Commands a person runs and reads (everything but ``worker`` and ``serve``) log warnings only
+    unless INGESTD_LOG_LEVEL says otherwise, so their output stays readable.
+    """
     settings = Settings()
+    if not service and "INGESTD_LOG_LEVEL" not in os.environ:
+        overrides.setdefault("log_level", "WARNING")
     worker = {k: v for k, v in overrides.pop("worker", {}).items() if v is not None}
     if worker:
         overrides["worker"] = settings.worker.model_copy(update=worker)
@@ -260,11 +267,12 @@ def worker(
 ) -> None:
     """Process jobs until stopped (SIGTERM/SIGINT: finish or release within the grace period)."""
     settings = _settings(
+        service=True,
         worker={
             "concurrency": concurrency,
             "batch_size": batch_size,
             "lease_seconds": lease_seconds,
-        }
+        },
     )
 
     async def body(opened: App) -> int:
@@ -576,7 +584,7 @@ def serve(
 
     from ingestd.api.app import create_app
 
-    settings = _settings()
+    settings = _settings(service=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
 
 

@@ -77,12 +77,17 @@ EmbedderSettings = Annotated[
 
 
 class LocalParserSettings(BaseModel):
+    """ingestd's own parsers (PDF, DOCX, PPTX, XLSX, HTML, Markdown, text, CSV, JSON), run in a
+    pool of child processes with a time limit per document."""
+
     provider: Literal["local"] = "local"
     timeout_seconds: float = Field(120.0, gt=0)
     max_bytes: int = Field(50 * 1024 * 1024, ge=1)
 
 
 class LlamaParseSettings(BaseModel):
+    """The LlamaParse cloud API: submitted once, webhooks first, polling as the fallback."""
+
     provider: Literal["llamaparse"] = "llamaparse"
     base_url: str = "https://api.cloud.llamaindex.ai"
     # Falls back to LLAMA_CLOUD_API_KEY when unset.
