@@ -187,7 +187,8 @@ def render() -> str:
         "",
         "| variable | used when |",
         "|---|---|",
-        "| `OPENAI_API_KEY` | `INGESTD_EMBEDDER__PROVIDER=openai` and no `INGESTD_EMBEDDER__API_KEY` |",
+        "| `OPENAI_API_KEY` | `INGESTD_EMBEDDER__PROVIDER=openai` and no "
+        "`INGESTD_EMBEDDER__API_KEY` |",
         "| `LLAMA_CLOUD_API_KEY` | `INGESTD_PARSER__PROVIDER=llamaparse` and no "
         "`INGESTD_PARSER__API_KEY` |",
         "",
