@@ -168,6 +168,11 @@ def build_ports(settings: Settings, http: httpx.AsyncClient | None = None) -> St
         embedder=embedder,
         parser_name=remote.client.name if remote is not None else parser_name,
         remote=remote,
+        embedding_price_per_million=(
+            settings.embedder.price_per_million_tokens
+            if isinstance(settings.embedder, OpenAIEmbedderSettings)
+            else 0.0
+        ),
     )
 
 

@@ -386,6 +386,11 @@ def status(owner: str | None = OwnerOpt, as_json: bool = JsonOpt) -> None:
         if n:
             table.add_row(state, str(n))
     console.print(table)
+    usage = result["usage"]
+    console.print(
+        f"embedding tokens {usage['embedding_tokens']}  parse pages {usage['parse_pages']}  "
+        f"credits {usage['parse_credits']:g}  cost ${usage['cost_usd']:.4f}"
+    )
     console.print(
         f"documents {result['documents']}  chunks {result['chunks']}  "
         f"leased {result['leased']}  workers {len(result['workers'])}"

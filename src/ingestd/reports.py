@@ -78,7 +78,12 @@ async def status(
             "leased": overview.get("leased", 0),
             "waiting_retry": overview.get("waiting", 0),
             "oldest_pending": overview.get("oldest_pending"),
-            "usage": {"embedding_tokens": int(overview.get("embedding_tokens") or 0)},
+            "usage": {
+                "embedding_tokens": int(overview.get("embedding_tokens") or 0),
+                "parse_pages": int(overview.get("parse_pages") or 0),
+                "parse_credits": float(overview.get("parse_credits") or 0),
+                "cost_usd": float(overview.get("cost_usd") or 0),
+            },
             "workers": workers,
         }
 

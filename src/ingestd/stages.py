@@ -68,6 +68,8 @@ class StagePorts:
     parser_name: str = "local"
     # When set, parse_queued jobs are parsed by a remote service (LlamaParse) instead.
     remote: RemoteParseConfig | None = None
+    # USD per million embedding tokens, for the cost recorded on jobs (0: free, local).
+    embedding_price_per_million: float = 0.0
 
 
 def error_outcome(
@@ -245,7 +247,7 @@ class Pipeline:
             _ms(started),
             parsed_blob_key=key,
             parse_metadata=metadata,
-            usage={"parsed_pages": parsed.page_count or 0},
+            usage={"parse_pages": parsed.page_count or 0},
         )
 
     async def _load_parsed(self, job: ClaimedJob) -> ParsedDocument:
@@ -327,12 +329,20 @@ class Pipeline:
                 j,
                 State.EMBEDDINGS_STORED,
                 _ms(started),
-                usage={"embedding_tokens": tokens[j.id]},
+                usage=self._embedding_usage(tokens[j.id]),
                 embedding_model=model,
             )
             for j in active.values()
         ]
         return outcomes, None
+
+    def _embedding_usage(self, tokens: int) -> dict[str, float]:
+        usage: dict[str, float] = {"embedding_tokens": tokens}
+        if self.ports.embedding_price_per_million:
+            usage["embedding_cost_usd"] = round(
+                tokens * self.ports.embedding_price_per_million / 1_000_000, 8
+            )
+        return usage
 
     async def _embed_slice(
         self,

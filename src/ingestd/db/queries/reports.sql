@@ -12,8 +12,15 @@ SELECT
     (SELECT count(*) FROM jobs WHERE lease_owner IS NOT NULL AND lease_expires_at > now()) AS leased,
     (SELECT count(*) FROM jobs WHERE completed_at IS NULL AND next_attempt_at > now()) AS waiting,
     (SELECT min(created_at) FROM jobs WHERE completed_at IS NULL) AS oldest_pending,
-    (SELECT coalesce(sum((usage ->> 'embedding_tokens')::numeric), 0) FROM jobs
-     WHERE %(owner)s::text IS NULL OR owner = %(owner)s) AS embedding_tokens
+    u.embedding_tokens, u.parse_pages, u.parse_credits, u.cost_usd
+FROM (
+    SELECT coalesce(sum((usage ->> 'embedding_tokens')::numeric), 0) AS embedding_tokens,
+           coalesce(sum((usage ->> 'parse_pages')::numeric), 0) AS parse_pages,
+           coalesce(sum((usage ->> 'parse_credits')::numeric), 0) AS parse_credits,
+           coalesce(sum(coalesce((usage ->> 'embedding_cost_usd')::numeric, 0)
+                        + coalesce((usage ->> 'parse_cost_usd')::numeric, 0)), 0) AS cost_usd
+    FROM jobs WHERE %(owner)s::text IS NULL OR owner = %(owner)s
+) AS u
 
 -- name: live_workers
 SELECT id, hostname, pid, concurrency, status, active_jobs, processed, started_at, heartbeat_at
