@@ -44,7 +44,8 @@ FORMAT_MODULES = tuple(sorted({module for module, _, _ in _FORMATS.values()}))
 
 
 class LocalParser:
-    """Parses documents on this machine, no network. Thread-safe and cheap to pickle."""
+    """Parses documents on this machine, no network. Cheap to pickle; usable from several threads
+    (PDF parses then take turns: PDFium is not thread-safe)."""
 
     name = "local"
 

@@ -4,13 +4,15 @@ PDFium returns each page's text with a line break after every line, and can tell
 and baseline of any character. One look-up per *line* (not per character) is enough to mark lines
 in a font clearly larger than the body text as headings, and to start a new paragraph where the
 gap between lines is wider than the line spacing. Page boundaries are kept as ``page_starts``.
-Scanned PDFs (no text layer) fail as ``parse.empty``: they need OCR (LlamaParse).
+Scanned PDFs (no text layer) fail as ``parse.empty``: they need OCR (LlamaParse). PDFium is not
+thread-safe, so parses in one process take turns (the worker parses in a process pool anyway).
 """
 
 from __future__ import annotations
 
 import ctypes
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ _MAX_HEADING_CHARS = 200
 _PARAGRAPH_GAP = 1.5  # baseline gap, in font sizes, above which a new paragraph starts
 _SAME_COLUMN = 2.0  # points: lines starting closer than this share a left edge
 _EOF_TAIL_BYTES = 2048
+_PDFIUM = threading.Lock()  # PDFium must not be entered from two threads at once
 
 
 @dataclass(slots=True)
@@ -41,6 +44,11 @@ class _Line:
 def parse_pdf(data: bytes, *, max_pages: int) -> ParsedDocument:
     """A PDF's text layer as Markdown, with headings and paragraphs recovered from layout."""
     _check_not_truncated(data)
+    with _PDFIUM:
+        return _parse_locked(data, max_pages)
+
+
+def _parse_locked(data: bytes, max_pages: int) -> ParsedDocument:
     document = _open(data)
     try:
         page_count = len(document)

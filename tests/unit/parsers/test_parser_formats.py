@@ -102,3 +102,14 @@ def test_the_committed_samples_match_the_generator(tmp_path: Path) -> None:
     for entry in manifest["documents"]:
         committed = ROOT / "samples" / entry["file"]
         assert committed.read_bytes() == (tmp_path / entry["file"]).read_bytes(), entry["file"]
+
+
+def test_pdfs_can_be_parsed_from_several_threads(
+    small_corpus: tuple[Path, dict[str, Any]],
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data, entry = _entry(small_corpus, "pdf")
+    with ThreadPoolExecutor(4) as pool:
+        outputs = set(pool.map(lambda _: _parse(data, entry["file"]).markdown, range(12)))
+    assert len(outputs) == 1
