@@ -214,6 +214,7 @@ async def receive_webhook(
         "event_id": event_id,
         "event_type": event_type,
         "remote_job_id": remote_job_id,
+        "terminal": terminal,
     }
 
     async def work(conn: Conn) -> str:

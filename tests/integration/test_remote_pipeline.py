@@ -226,3 +226,14 @@ async def test_a_lost_submit_is_recovered_not_repeated(
         )
     assert vendors.counters(vendors.llamaparse)["uploads"] == 2
     assert recovered == [{"code": "fault.injected"}]
+
+
+async def test_a_webhook_that_beats_the_submit_record_still_wakes_the_job(
+    make_settings: Callable[..., Settings], vendors: Vendors
+) -> None:
+    """The vendor's webhook can arrive before the worker has committed its wait (here the worker
+    dawdles after uploading); the job must not then sleep until the poll time."""
+    dawdle = {"remote_parse.after_submit": {"action": "sleep", "seconds": 1.0}}
+    async with pipeline(make_settings, vendors, faults=dawdle) as app:  # polls after 60 s
+        await ingest_docs(app, 3)
+        await wait_complete(app, 3, timeout=20)

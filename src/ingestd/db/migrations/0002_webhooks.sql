@@ -5,6 +5,8 @@ CREATE TABLE webhook_receipts (
     event_id       text NOT NULL,
     event_type     text NOT NULL,
     remote_job_id  text NOT NULL,
+    -- The event says the remote job ended (success, error, cancelled).
+    terminal       boolean NOT NULL DEFAULT false,
     job_id         uuid REFERENCES jobs (id) ON DELETE SET NULL,
     outcome        text NOT NULL,
     received_at    timestamptz NOT NULL DEFAULT now(),

@@ -11,8 +11,8 @@ WHERE id = %(id)s AND attempt = %(attempt)s AND lease_owner = %(worker)s
 RETURNING id
 
 -- name: insert_webhook_receipt
-INSERT INTO webhook_receipts (provider, event_id, event_type, remote_job_id, outcome)
-VALUES (%(provider)s, %(event_id)s, %(event_type)s, %(remote_job_id)s, 'received')
+INSERT INTO webhook_receipts (provider, event_id, event_type, remote_job_id, terminal, outcome)
+VALUES (%(provider)s, %(event_id)s, %(event_type)s, %(remote_job_id)s, %(terminal)s, 'received')
 ON CONFLICT (provider, event_id) DO NOTHING
 RETURNING event_id
 
