@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.factories import markdown_document  # noqa: E402
+
 from ingestd.api.app import create_app as create_api  # noqa: E402
 from ingestd.app import open_app  # noqa: E402
 from ingestd.config import LlamaParseSettings, OpenAIEmbedderSettings, Settings  # noqa: E402
@@ -32,7 +34,6 @@ from ingestd.ingest import Upload, ingest_uploads  # noqa: E402
 from ingestd.mocks import BackgroundServer, free_port  # noqa: E402
 from ingestd.mocks.llamaparse import create_app as create_llamaparse  # noqa: E402
 from ingestd.mocks.openai import create_app as create_openai  # noqa: E402
-from tests.factories import markdown_document  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "remote-pipeline.md"
 

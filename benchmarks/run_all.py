@@ -1,0 +1,50 @@
+"""``make bench``: every benchmark, each writing its figures under docs/benchmarks/.
+
+    python benchmarks/run_all.py [--quick]
+
+Benchmarks measure and report; tests assert behaviour. Run on a quiet machine: the figures are
+only as good as the load average each report records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+BENCHES: list[tuple[str, list[str], list[str]]] = [
+    # (script, full arguments, --quick arguments)
+    ("bench_pipeline.py", ["--documents", "1000", "--repeat", "2"],
+     ["--documents", "300", "--repeat", "1"]),
+    ("bench_remote_pipeline.py", ["--documents", "50"], ["--documents", "10"]),
+    ("bench_chunk_embed.py", ["--write"], ["--quick", "--write"]),
+    ("bench_parsers.py", [], []),
+    ("bench_mock_openai.py", ["--write"], ["--seconds", "2", "--write"]),
+    ("bench_mock_llamaparse.py", ["--write"], ["--seconds", "2", "--write"]),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="Smaller runs, for a smoke test.")
+    args = parser.parse_args()
+    failed = []
+    for script, full, quick in BENCHES:
+        argv = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
+        print(f"== {script}", flush=True)
+        started = time.monotonic()
+        if subprocess.run(argv, check=False).returncode != 0:
+            failed.append(script)
+        print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
