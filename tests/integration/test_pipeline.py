@@ -193,3 +193,28 @@ async def _wait_for_state(
             return
         await asyncio.sleep(0.05)
     pytest.fail(f"job {job_id} did not reach {state} in {timeout}s: {rows}")
+
+
+async def test_notify_wakes_an_idle_worker_long_before_its_poll(
+    make_settings: Any,
+) -> None:
+    from ingestd.app import open_app
+
+    async with open_app(make_settings(worker={"poll_seconds": 60.0})) as app:
+        worker = app.worker()
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)  # idle: claimed nothing, now waiting up to 60 s
+        started = asyncio.get_running_loop().time()
+        result = (
+            await ingest_uploads(
+                app.db, app.blobs, [Upload("n.md", markdown_document(4).encode())], owner="o"
+            )
+        )[0]
+        await _wait_for_state(app, result.job_id, "complete", timeout=10)
+        assert asyncio.get_running_loop().time() - started < 10
+        running = await _rows(app, "SELECT status FROM workers")
+        worker.request_stop()
+        assert await task == 0
+        stopped = await _rows(app, "SELECT status, processed FROM workers")
+    assert running == [{"status": "running"}]
+    assert stopped == [{"status": "stopped", "processed": 1}]
