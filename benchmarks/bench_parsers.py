@@ -235,6 +235,21 @@ def _python_docx_api(data: bytes) -> str:
     return "\n".join(parts)
 
 
+def _python_pptx(data: bytes) -> str:
+    import pptx
+
+    parts = []
+    for slide in pptx.Presentation(io.BytesIO(data)).slides:
+        for shape in slide.shapes:
+            if shape.has_text_frame:
+                parts.append(shape.text_frame.text)
+            elif getattr(shape, "has_table", False) and shape.has_table:
+                parts += [cell.text for row in shape.table.rows for cell in row.cells]
+        if slide.has_notes_slide:
+            parts.append(slide.notes_slide.notes_text_frame.text)
+    return "\n".join(parts)
+
+
 def _openpyxl(data: bytes) -> str:
     import openpyxl
 
@@ -266,6 +281,10 @@ CANDIDATES: dict[str, list[tuple[str, Callable[[bytes], str]]]] = {
         ("lxml iterparse, streaming (ours)", lambda d: _ours(d, detect_media_type(d))),
         ("python-docx API (paragraph.text, cell.text)", _python_docx_api),
         ("mammoth -> HTML -> our HTML converter", _mammoth),
+    ],
+    "pptx": [
+        ("lxml, slide by slide (ours)", lambda d: _ours(d, detect_media_type(d))),
+        ("python-pptx API (shapes, text frames, tables)", _python_pptx),
     ],
     "xlsx": [
         ("python-calamine (ours)", lambda d: _ours(d, detect_media_type(d))),

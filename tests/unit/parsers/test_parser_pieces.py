@@ -181,3 +181,23 @@ def test_office_files_without_text_are_empty() -> None:
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+
+
+def test_pptx_groups_untitled_slides_and_reading_order() -> None:
+    import pptx
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[6])  # blank: no title placeholder
+    lower = slide.shapes.add_textbox(Inches(1), Inches(4), Inches(4), Inches(1))
+    lower.text_frame.text = "lower text"
+    group = slide.shapes.add_group_shape()
+    inner = group.shapes.add_textbox(Inches(1), Inches(1), Inches(4), Inches(1))
+    inner.text_frame.text = "grouped upper text"
+    buffer = io.BytesIO()
+    deck.save(buffer)
+    assert _parse(buffer.getvalue(), PPTX).split("\n\n") == [
+        "## Slide 1",
+        "grouped upper text",
+        "lower text",
+    ]
