@@ -124,6 +124,7 @@ async def _parser(settings: Settings, live: bool) -> str:
         client = remote.client
         job_id = await client.submit(b"ingestd doctor: ping\n", "ingestd-doctor.txt", tier="fast")
         deadline = time.monotonic() + LIVE_PARSE_TIMEOUT_SECONDS
+        pause = 0.25
         while time.monotonic() < deadline:
             status = await client.status(job_id)
             if status.state == "completed":
@@ -136,5 +137,6 @@ async def _parser(settings: Settings, live: bool) -> str:
                 raise RuntimeError(
                     f"llamaparse job {job_id} {status.state}: {status.error_message}"
                 )
-            await asyncio.sleep(2)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
         raise RuntimeError(f"llamaparse job {job_id} not done in {LIVE_PARSE_TIMEOUT_SECONDS}s")
