@@ -601,20 +601,28 @@ FaultOpt = typer.Option(
 )
 
 
+HostOpt = typer.Option("127.0.0.1", help="Address to bind.")
+BehaviourOpt = typer.Option(None, help="Behaviour as a JSON file or JSON text.")
+ApiKeyOpt = typer.Option(None, help="The one key accepted (default: any).")
+SeedOpt = typer.Option(None, help="Seed for fault draws.")
+
+
 @mock_app.command("openai")
 def mock_openai(
-    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    host: str = HostOpt,
     port: int = typer.Option(8901, help="Port to listen on."),
-    behaviour: str | None = typer.Option(None, help="Behaviour as a JSON file or JSON text."),
-    api_key: str | None = typer.Option(None, help="The one key accepted (default: any)."),
+    behaviour: str | None = BehaviourOpt,
+    api_key: str | None = ApiKeyOpt,
     latency_ms: float | None = typer.Option(None, help="Fixed latency per request."),
     per_token_ms: float | None = typer.Option(None, help="Extra latency per input token."),
     rpm: int | None = typer.Option(None, help="Requests-per-minute budget (429 beyond)."),
     tpm: int | None = typer.Option(None, help="Tokens-per-minute budget (429 beyond)."),
     quota_tokens: int | None = typer.Option(None, help="Total tokens before insufficient_quota."),
     fault: list[str] = FaultOpt,
-    seed: int | None = typer.Option(None, help="Seed for fault draws."),
-    vectors: str | None = typer.Option(None, help="'hash' (default) or 'local' (real model)."),
+    seed: int | None = SeedOpt,
+    vectors: str | None = typer.Option(
+        None, help="'hash' (default; the hash embedder's space) or 'token-hash' (cheaper)."
+    ),
 ) -> None:
     """A mock of OpenAI's /v1/embeddings and /v1/models."""
     from ingestd.mocks.openai import serve as serve_openai
@@ -637,10 +645,10 @@ def mock_openai(
 
 @mock_app.command("llamaparse")
 def mock_llamaparse(
-    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    host: str = HostOpt,
     port: int = typer.Option(8902, help="Port to listen on."),
-    behaviour: str | None = typer.Option(None, help="Behaviour as a JSON file or JSON text."),
-    api_key: str | None = typer.Option(None, help="The one key accepted (default: any)."),
+    behaviour: str | None = BehaviourOpt,
+    api_key: str | None = ApiKeyOpt,
     latency_ms: float | None = typer.Option(None, help="Fixed time per job."),
     per_page_ms: float | None = typer.Option(None, help="Extra time per page parsed."),
     uploads_per_window: int | None = typer.Option(None, help="Uploads allowed per window."),
@@ -651,7 +659,7 @@ def mock_llamaparse(
     webhook_backoff_scale: float | None = typer.Option(
         None, help="Scale the 1/2/4 s webhook retry schedule (tests use 0.01)."
     ),
-    seed: int | None = typer.Option(None, help="Seed for fault draws."),
+    seed: int | None = SeedOpt,
 ) -> None:
     """A mock of LlamaParse (v2 and v1 routes, jobs, credits, signed webhooks)."""
     from ingestd.mocks.llamaparse import serve as serve_llamaparse
