@@ -61,8 +61,12 @@ async def search(
     params = {"query": vector, "owner": owner, "document_id": document_id, "limit": limit}
 
     async def work(conn: Conn) -> list[SearchResult]:
-        # Keep scanning the index until enough rows pass the owner/document filter.
-        await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        # Keep scanning the index until enough rows pass the owner/document filter (pgvector
+        # >= 0.8; older servers do not know the setting and simply skip this).
+        await conn.execute(
+            "SELECT set_config('hnsw.iterative_scan', 'strict_order', true)"
+            " WHERE current_setting('hnsw.iterative_scan', true) IS NOT NULL"
+        )
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(query, params)
         return [SearchResult(**row) for row in await cur.fetchall()]

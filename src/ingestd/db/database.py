@@ -225,6 +225,11 @@ async def sync_state_machine(conn: Conn) -> None:
     """Copy states.py's states and transitions into the tables the trigger checks."""
     states = [(s.value, s in TERMINAL_STATES) for s in State]
     edges = sorted((a.value, b.value) for a, b in ALLOWED_TRANSITIONS)
+    cur = await conn.execute("SELECT name, terminal FROM job_states ORDER BY name")
+    current_states = await cur.fetchall()
+    cur = await conn.execute("SELECT from_state, to_state FROM job_transitions ORDER BY 1, 2")
+    if current_states == sorted(states) and await cur.fetchall() == edges:
+        return  # the usual case: nothing changed, write nothing
     async with conn.transaction():
         cur = conn.cursor()
         await cur.executemany(
