@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +20,10 @@ from ingestd.config import (
     Settings,
 )
 from ingestd.db import Database
-from ingestd.errors import ConfigurationError, PermanentError
+from ingestd.errors import ConfigurationError
 from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import JobStore
+from ingestd.parsers.isolation import ParserPool
 from ingestd.ports import Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig
 from ingestd.stages import ParseFn, Pipeline, StagePorts
@@ -128,38 +130,45 @@ def build_remote(settings: Settings, http: httpx.AsyncClient) -> RemoteParseConf
     )
 
 
-def build_parse(settings: Settings) -> tuple[ParseFn, str]:
-    """The local parsers, isolated in child processes with a time limit."""
+def parser_pool_size(settings: Settings) -> int | None:
+    config = settings.parser
+    return config.pool_size if isinstance(config, LocalParserSettings) else 1
+
+
+def build_parse(settings: Settings, pool: ParserPool) -> tuple[ParseFn, str]:
+    """The local parsers: in ``pool``'s child processes, with a time (and memory) limit."""
     config = settings.parser
     if not isinstance(config, LocalParserSettings):
         config = LocalParserSettings()
-    from ingestd.parsers.isolation import parse_in_process, parse_isolated
+    from ingestd.parsers.isolation import parse_in_process
+    from ingestd.parsers.limits import ParseLimits
     from ingestd.parsers.local import LocalParser
 
-    parser = LocalParser()
+    parser = LocalParser(ParseLimits(max_bytes=config.max_bytes))
     limits = config
 
     async def parse(data: bytes, media_type: str, filename: str) -> ParsedDocument:
-        if len(data) > limits.max_bytes:
-            raise PermanentError(
-                "parse.too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes}"
-            )
         if media_type in TRIVIAL_MEDIA_TYPES and len(data) <= TRIVIAL_INLINE_BYTES:
             # Decoding a little plain text cannot hang or balloon: no process round trip.
             return parse_in_process(parser, data, media_type, filename)
-        return await parse_isolated(
-            parser, data, media_type, filename, timeout=limits.timeout_seconds
+        return await pool.parse(
+            parser,
+            data,
+            media_type,
+            filename,
+            timeout=limits.timeout_seconds,
+            max_memory_bytes=limits.max_memory_bytes,
         )
 
     return parse, parser.name
 
 
-def build_ports(settings: Settings, http: httpx.AsyncClient | None = None) -> StagePorts:
+def build_ports(settings: Settings, http: httpx.AsyncClient, pool: ParserPool) -> StagePorts:
     from ingestd.parsers.validate import validate_parsed
 
     embedder = build_embedder(settings)
-    parse, parser_name = build_parse(settings)
-    remote = build_remote(settings, http) if http is not None else None
+    parse, parser_name = build_parse(settings, pool)
+    remote = build_remote(settings, http)
     return StagePorts(
         blobs=LocalBlobStore(settings.blob_dir),
         parse=parse,
@@ -206,10 +215,11 @@ class App:
 async def open_app(settings: Settings) -> AsyncIterator[App]:
     """Open the database (migrating it) and build the adapters; close both at the end."""
     http = httpx.AsyncClient()
+    pool = ParserPool(parser_pool_size(settings))
     db = Database.from_settings(settings)
     ports: StagePorts | None = None
     try:
-        ports = build_ports(settings, http)
+        ports = build_ports(settings, http, pool)
         await db.open()
         embedder = ports.embedder
         await db.ensure_vector_index(embedder.model, embedder.dimensions)
@@ -217,6 +227,7 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
     finally:
         await db.close()
         await http.aclose()
+        await asyncio.to_thread(pool.close)
         if ports is not None:
             close = getattr(ports.embedder, "aclose", None)
             if close is not None:

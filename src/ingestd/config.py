@@ -83,6 +83,10 @@ class LocalParserSettings(BaseModel):
     provider: Literal["local"] = "local"
     timeout_seconds: float = Field(120.0, gt=0)
     max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    # Parser processes per worker process (default: one per core, up to 8).
+    pool_size: int | None = Field(None, ge=1, le=64)
+    # Address space a parse may add before it fails with parse.too_large (default: no cap).
+    max_memory_bytes: int | None = Field(None, ge=64 * 1024 * 1024)
 
 
 class LlamaParseSettings(BaseModel):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -199,6 +200,19 @@ def _wait(job: ClaimedJob, delay: float, *, remote_id: str, polls: int) -> Outco
 
 def _lost(job: ClaimedJob) -> Outcome:
     raise TransientError("state.lease_lost", f"job {job.id} was taken over by another worker")
+
+
+async def wake_announced(db: Database, job_ids: list[uuid.UUID]) -> int:
+    """After jobs were committed to wait: wake those whose remote end was already announced."""
+
+    async def work(conn: Conn) -> int:
+        cur = await conn.execute(QUERIES["wake_announced"], {"ids": job_ids})
+        woken = len(await cur.fetchall())
+        if woken:
+            await conn.execute(QUERIES["notify_jobs"])
+        return woken
+
+    return await db.transaction(work)
 
 
 async def receive_webhook(

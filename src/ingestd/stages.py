@@ -37,7 +37,7 @@ from ingestd.jobs import (
     write_vectors,
 )
 from ingestd.ports import BlobStore, Chunk, Chunker, Embedder, ParsedDocument
-from ingestd.remote_parse import RemoteParseConfig, RemoteParseStage
+from ingestd.remote_parse import RemoteParseConfig, RemoteParseStage, wake_announced
 from ingestd.retry import retry_delay, should_fail
 from ingestd.states import FAILURE_OF, State
 
@@ -170,6 +170,9 @@ class Pipeline:
         await self.faults.hit(f"stage.before_commit:{state.value}")
         moved = await self.store.commit(outcomes, write)
         await self.faults.hit(f"stage.after_commit:{state.value}")
+        waiting = [o.job.id for o in outcomes if o.kind == "wait" and o.job.id in moved]
+        if waiting:
+            await wake_announced(self.db, waiting)
         for outcome in outcomes:
             if outcome.job.id not in moved:
                 log.warning(

@@ -39,16 +39,8 @@ WITH u AS (
         last_error = CASE WHEN u.error IS NOT NULL THEN u.error
                           WHEN u.to_state = 'complete' THEN NULL
                           ELSE j.last_error END,
-        next_attempt_at = CASE
-            WHEN u.delay IS NULL THEN j.next_attempt_at
-            -- A job going to wait on a remote parse whose end was already announced by a
-            -- webhook (it can arrive before we finish recording the submit) goes again now.
-            WHEN u.kind = 'wait' AND EXISTS (
-                SELECT 1 FROM webhook_receipts r
-                WHERE r.terminal
-                  AND r.remote_job_id = coalesce(u.patch ->> 'remote_job_id', j.remote_job_id)
-            ) THEN now()
-            ELSE now() + make_interval(secs => u.delay) END,
+        next_attempt_at = CASE WHEN u.delay IS NULL THEN j.next_attempt_at
+                               ELSE now() + make_interval(secs => u.delay) END,
         lease_owner = CASE WHEN u.release THEN NULL ELSE j.lease_owner END,
         lease_expires_at = CASE WHEN u.release THEN NULL ELSE j.lease_expires_at END,
         parser = coalesce(u.patch ->> 'parser', j.parser),

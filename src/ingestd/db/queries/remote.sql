@@ -23,6 +23,16 @@ UPDATE jobs SET next_attempt_at = now()
 WHERE remote_job_id = %(remote_job_id)s AND state = 'parse_queued'
 RETURNING id
 
+-- name: wake_announced
+-- Run right after committing jobs' waits: a webhook that announced the end of their remote parse
+-- while they were still leased (its wake-up was then overwritten by the wait) wakes them now.
+-- Whichever of the two transactions commits second sees the other's work, so none sleeps on.
+UPDATE jobs j SET next_attempt_at = now()
+WHERE j.id = ANY(%(ids)s) AND j.state = 'parse_queued' AND j.next_attempt_at > now()
+  AND EXISTS (SELECT 1 FROM webhook_receipts r
+              WHERE r.terminal AND r.remote_job_id = j.remote_job_id)
+RETURNING j.id
+
 -- name: finish_webhook_receipt
 UPDATE webhook_receipts SET job_id = %(job_id)s, outcome = %(outcome)s
 WHERE provider = %(provider)s AND event_id = %(event_id)s
