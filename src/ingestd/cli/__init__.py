@@ -1,0 +1,14 @@
+"""The ``ingestd`` command: a thin surface over the library (see docs/reference/cli.md).
+
+Each module registers its commands on the Typer apps of ``common``; importing them here, in this
+order, gives ``ingestd --help`` its order.
+"""
+
+from ingestd.cli import pipeline, reports, system
+from ingestd.cli.common import app
+
+__all__ = ["app", "main", "pipeline", "reports", "system"]
+
+
+def main() -> None:
+    app()

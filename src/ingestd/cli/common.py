@@ -1,0 +1,80 @@
+"""Shared pieces of the ``ingestd`` command: the Typer apps, consoles, settings, runners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ingestd.app import App, open_app
+from ingestd.config import Settings
+from ingestd.errors import IngestdError
+from ingestd.logs import configure_logging
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="ingestd: durable document ingestion into PostgreSQL + pgvector.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the embedded PostgreSQL server.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and retry jobs.", no_args_is_help=True)
+mock_app = typer.Typer(
+    help="Run a mock vendor server (OpenAI, LlamaParse) for offline work.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(mock_app, name="mock")
+
+console = Console()
+err_console = Console(stderr=True)
+
+OwnerOpt = typer.Option(
+    None, "--owner", envvar="INGESTD_OWNER", help="Owner of the documents (default: 'local')."
+)
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
+
+
+def load_settings(*, service: bool = False, **overrides: Any) -> Settings:
+    """Settings from the environment plus the command's flags; logging configured.
+
+    Commands a person runs and reads (everything but ``worker`` and ``serve``) log warnings only
+    unless INGESTD_LOG_LEVEL says otherwise, so their output stays readable.
+    """
+    settings = Settings()
+    if not service and "INGESTD_LOG_LEVEL" not in os.environ:
+        overrides.setdefault("log_level", "WARNING")
+    worker = {k: v for k, v in overrides.pop("worker", {}).items() if v is not None}
+    if worker:
+        overrides["worker"] = settings.worker.model_copy(update=worker)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def run_command(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except IngestdError as exc:
+        err_console.print(f"[red]error[/red] {exc.code}: {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+async def with_app(settings: Settings, body: Callable[[App], Awaitable[T]]) -> T:
+    async with open_app(settings) as opened:
+        return await body(opened)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+# -- init and db ------------------------------------------------------------------------------

@@ -1,0 +1,302 @@
+"""``ingestd init | ingest | worker | run | reindex``: getting documents through the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ingestd import reports
+from ingestd.app import App
+from ingestd.cli.common import (
+    JsonOpt,
+    OwnerOpt,
+    app,
+    console,
+    err_console,
+    load_settings,
+    print_json,
+    run_command,
+    with_app,
+)
+from ingestd.db import QUERIES, Database
+from ingestd.ingest import IngestResult, PipelineVersions, ingest_files
+from ingestd.search import search as run_search
+from ingestd.states import FAILED_STATES, TERMINAL_STATES, State
+
+
+@app.command()
+def init() -> None:
+    """Create the ingestd home, start the database if embedded, and apply migrations."""
+    settings = load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+
+    async def body(opened: App) -> None:
+        console.print(f"ingestd home: {settings.home}")
+        console.print(f"database:     {_safe_url(opened.db.url)}")
+        console.print("schema:       up to date")
+
+    run_command(with_app(settings, body))
+
+
+def _safe_url(url: str) -> str:
+    """A URL fit to print: any password replaced by ***."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        return f"{scheme}://{creds}@{host}"
+    return url
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or folders (recursively)."),
+    owner: str | None = OwnerOpt,
+    priority: int = typer.Option(0, help="Higher runs first."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Show progress until every job is terminal; exit 1 if any failed."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Upload documents and queue their jobs (workers do the processing)."""
+    settings = load_settings(owner=owner)
+
+    async def body(opened: App) -> int:
+        results = await ingest_files(
+            opened.db,
+            opened.blobs,
+            paths,
+            owner=settings.owner,
+            max_attempts=settings.worker.max_attempts,
+            versions=_versions(opened),
+            priority=priority,
+        )
+        if as_json:
+            print_json([_result_json(r) for r in results])
+        else:
+            new = sum(not r.duplicate for r in results)
+            again = sum(r.reindexed for r in results)
+            err_console.print(
+                f"queued {new} new document(s); {len(results) - new} already known"
+                + (f", {again} of them re-indexed with the current settings" if again else "")
+            )
+        if not wait:
+            return 0
+        counts = await _watch([r.job_id for r in results if r.job_id], opened.db)
+        return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
+
+    raise typer.Exit(run_command(with_app(settings, body)))
+
+
+def _versions(opened: App) -> PipelineVersions:
+    return PipelineVersions(opened.ports.chunker.version, opened.ports.embedder.model)
+
+
+def _result_json(r: IngestResult) -> dict[str, Any]:
+    return {
+        "document_id": str(r.document_id),
+        "job_id": str(r.job_id) if r.job_id else None,
+        "filename": r.filename,
+        "duplicate": r.duplicate,
+        "reindexed": r.reindexed,
+    }
+
+
+async def _job_counts(db: Database, job_ids: list[uuid.UUID]) -> dict[str, int]:
+    rows = await db.fetch_all(QUERIES["job_states_of"], {"ids": job_ids})
+    return {row["state"]: row["n"] for row in rows}
+
+
+async def _watch(job_ids: list[uuid.UUID], db: Database, poll: float = 0.25) -> dict[str, int]:
+    """A progress bar until every job in ``job_ids`` is terminal; returns the state counts."""
+    terminal = {s.value for s in TERMINAL_STATES}
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task = bar.add_task("ingesting", total=len(job_ids), detail="")
+        while True:
+            counts = await _job_counts(db, job_ids)
+            done = sum(n for s, n in counts.items() if s in terminal)
+            failed = sum(n for s, n in counts.items() if State(s) in FAILED_STATES)
+            bar.update(task, completed=done, detail=f"failed {failed}" if failed else "")
+            if done >= len(job_ids):
+                return counts
+            await asyncio.sleep(poll)
+
+
+@app.command()
+def worker(
+    concurrency: int | None = typer.Option(
+        None, envvar="INGESTD_WORKER__CONCURRENCY", help="Jobs processed at once by this process."
+    ),
+    batch_size: int | None = typer.Option(
+        None, envvar="INGESTD_WORKER__BATCH_SIZE", help="Jobs claimed per statement."
+    ),
+    lease_seconds: float | None = typer.Option(
+        None, envvar="INGESTD_WORKER__LEASE_SECONDS", help="Lease length; heartbeats renew it."
+    ),
+    burst: bool = typer.Option(False, "--burst", help="Exit when nothing is runnable."),
+) -> None:
+    """Process jobs until stopped (SIGTERM/SIGINT: finish or release within the grace period)."""
+    settings = load_settings(
+        service=True,
+        worker={
+            "concurrency": concurrency,
+            "batch_size": batch_size,
+            "lease_seconds": lease_seconds,
+        },
+    )
+
+    async def body(opened: App) -> int:
+        return await opened.worker(burst=burst).run()
+
+    raise typer.Exit(run_command(with_app(settings, body)))
+
+
+@app.command()
+def run(
+    paths: list[Path] = typer.Argument(..., help="Files or folders (recursively)."),
+    owner: str | None = OwnerOpt,
+    processes: int = typer.Option(0, help="Worker processes to start (0: work in this process)."),
+    concurrency: int | None = typer.Option(
+        None, envvar="INGESTD_WORKER__CONCURRENCY", help="Jobs at once per worker."
+    ),
+    query: str | None = typer.Option(None, help="Search for this when done and show the best hit."),
+) -> None:
+    """Ingest PATHs and drive workers until every job is done; print a summary."""
+    settings = load_settings(owner=owner, worker={"concurrency": concurrency})
+    started = time.monotonic()
+
+    async def body(opened: App) -> int:
+        results = await ingest_files(
+            opened.db,
+            opened.blobs,
+            paths,
+            owner=settings.owner,
+            max_attempts=settings.worker.max_attempts,
+            versions=_versions(opened),
+        )
+        job_ids = [r.job_id for r in results if r.job_id]
+        counts = await _drive(opened, job_ids, processes)
+        elapsed = time.monotonic() - started
+        await _summary(opened, counts, len(results), elapsed, query)
+        return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
+
+    raise typer.Exit(run_command(with_app(settings, body)))
+
+
+async def _drive(opened: App, job_ids: list[uuid.UUID], processes: int) -> dict[str, int]:
+    if processes <= 0:
+        work = opened.worker()
+        task = asyncio.create_task(work.run())
+        try:
+            return await _watch(job_ids, opened.db)
+        finally:
+            work.request_stop()
+            await task
+    env = {
+        **os.environ,
+        "INGESTD_DATABASE_URL": opened.db.url,
+        "INGESTD_LOG_LEVEL": os.environ.get("INGESTD_LOG_LEVEL", "WARNING"),
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=env)
+        for _ in range(processes)
+    ]
+    try:
+        return await _watch(job_ids, opened.db)
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(timeout=60)
+
+
+async def _summary(
+    opened: App, counts: dict[str, int], documents: int, elapsed: float, query: str | None
+) -> None:
+    overview = await reports.status(opened.db, owner=opened.settings.owner)
+    table = Table(title="ingestd run", show_header=False)
+    table.add_row("documents", str(documents))
+    for state, n in sorted(counts.items()):
+        table.add_row(f"  {state}", str(n))
+    table.add_row("chunks (all documents)", str(overview["chunks"]))
+    table.add_row("time", f"{elapsed:.1f} s ({documents / elapsed:.1f} documents/s)")
+    console.print(table)
+    if query:
+        hits = await run_search(
+            opened.db, opened.ports.embedder, query, owner=opened.settings.owner, limit=1
+        )
+        if hits:
+            hit = hits[0]
+            console.print(
+                f"\nsearch {query!r}: best match [bold]{hit.filename}[/bold] "
+                f"(score {hit.score:.3f})"
+            )
+            console.print(
+                "  " + hit.text[:300].replace("\n", " ") + ("…" if len(hit.text) > 300 else "")
+            )
+
+
+# -- status, jobs, search ---------------------------------------------------------------------
+
+
+@app.command()
+def reindex(
+    document: list[str] | None = typer.Option(
+        None, "--document", help="Only these documents (ids; repeatable)."
+    ),
+    force: bool = typer.Option(
+        False, "--all", help="Every complete document, even those made with the current settings."
+    ),
+    owner: str | None = OwnerOpt,
+    wait: bool = typer.Option(
+        False, "--wait", help="Show progress until re-indexing is done (needs running workers)."
+    ),
+) -> None:
+    """Re-chunk and re-embed documents made with other chunker or embedding settings.
+
+    Search keeps answering from the old chunks until each document's new ones are swapped in.
+    """
+    settings = load_settings()
+    try:
+        doc_ids = [uuid.UUID(d) for d in document] if document else None
+    except ValueError as exc:
+        raise typer.BadParameter("document ids must be full UUIDs") from exc
+
+    async def body(opened: App) -> int:
+        moved = await reports.reindex_jobs(
+            opened.db,
+            chunker_version=opened.ports.chunker.version,
+            embedding_model=opened.ports.embedder.model,
+            owner=owner,
+            document_ids=doc_ids,
+            force=force,
+        )
+        err_console.print(
+            f"re-indexing {len(moved)} document(s) with "
+            f"{opened.ports.chunker.version} + {opened.ports.embedder.model}"
+        )
+        if wait and moved:
+            counts = await _watch(moved, opened.db)
+            return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
+        return 0
+
+    raise typer.Exit(run_command(with_app(settings, body)))

@@ -1,0 +1,192 @@
+"""``ingestd status | jobs | search``: what the pipeline did, and what it found."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ingestd import reports
+from ingestd.app import App
+from ingestd.cli.common import (
+    JsonOpt,
+    OwnerOpt,
+    app,
+    console,
+    err_console,
+    jobs_app,
+    load_settings,
+    print_json,
+    run_command,
+    with_app,
+)
+from ingestd.search import search as run_search
+from ingestd.states import State
+
+
+@app.command()
+def status(owner: str | None = OwnerOpt, as_json: bool = JsonOpt) -> None:
+    """Jobs by state, documents and chunks stored, and live workers."""
+    settings = load_settings()
+
+    async def body(opened: App) -> dict[str, Any]:
+        return await reports.status(opened.db, owner=owner)
+
+    result = run_command(with_app(settings, body))
+    if as_json:
+        print_json(result)
+        return
+    table = Table("state", "jobs")
+    for state, n in result["counts"].items():
+        if n:
+            table.add_row(state, str(n))
+    console.print(table)
+    usage = result["usage"]
+    console.print(
+        f"embedding tokens {usage['embedding_tokens']}  parse pages {usage['parse_pages']}  "
+        f"credits {usage['parse_credits']:g}  cost ${usage['cost_usd']:.4f}"
+    )
+    console.print(
+        f"documents {result['documents']}  chunks {result['chunks']}  "
+        f"leased {result['leased']}  workers {len(result['workers'])}"
+    )
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: list[str] | None = typer.Option(None, "--state", help="Only jobs in these states."),
+    limit: int = typer.Option(50, help="At most this many, newest first."),
+    owner: str | None = OwnerOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Jobs with their state, error code and progress."""
+    settings = load_settings()
+    for s in state or []:
+        if s not in {x.value for x in State}:
+            raise typer.BadParameter(f"unknown state {s!r}", param_hint="--state")
+
+    async def body(opened: App) -> list[dict[str, Any]]:
+        return await reports.list_jobs(opened.db, owner=owner, states=state, limit=limit)
+
+    rows = run_command(with_app(settings, body))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("job", "file", "state", "progress", "error")
+    for row in rows:
+        pct = row["progress"]["percent"]
+        table.add_row(
+            row["id"][:8],
+            row["filename"],
+            row["state"],
+            "" if pct is None else f"{pct:.0f}%",
+            row["error_code"] or "",
+        )
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: str = typer.Argument(..., help="A job id or a unique prefix of one."),
+    owner: str | None = OwnerOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """One job in full, with its event history."""
+    settings = load_settings()
+
+    async def body(opened: App) -> dict[str, Any]:
+        return await reports.get_job(opened.db, job_id, owner=owner)
+
+    try:
+        job = run_command(with_app(settings, body))
+    except reports.JobNotFound as exc:
+        err_console.print(str(exc))
+        raise typer.Exit(4) from exc
+    if as_json:
+        print_json(job)
+        return
+    for key in (
+        "id",
+        "filename",
+        "state",
+        "progress",
+        "last_error",
+        "attempt",
+        "retry_count",
+        "chunk_count",
+        "chunker_version",
+        "embedding_model",
+        "usage",
+        "correlation_id",
+    ):
+        console.print(f"{key:16} {job.get(key)}")
+    table = Table("when", "event", "from", "to", "worker", "ms", "error")
+    for ev in job["events"]:
+        error = (ev["error"] or {}).get("code", "")
+        table.add_row(
+            ev["created_at"][11:23],
+            ev["kind"],
+            ev["from_state"],
+            ev["to_state"],
+            (ev["worker_id"] or "")[-8:],
+            str(ev["duration_ms"] or ""),
+            error,
+        )
+    console.print(table)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_ids: list[str] | None = typer.Argument(None, help="Job ids (default: every failed job)."),
+    owner: str | None = OwnerOpt,
+) -> None:
+    """Send failed jobs back to the start of the stage that failed."""
+    settings = load_settings()
+    try:
+        ids = [uuid.UUID(j) for j in job_ids] if job_ids else None
+    except ValueError as exc:
+        raise typer.BadParameter("job ids must be full UUIDs") from exc
+
+    async def body(opened: App) -> list[uuid.UUID]:
+        return await reports.retry_jobs(opened.db, ids, owner=owner)
+
+    moved = run_command(with_app(settings, body))
+    console.print(f"requeued {len(moved)} job(s)")
+
+
+@app.command()
+def search(
+    text: str = typer.Argument(..., help="What to look for."),
+    limit: int = typer.Option(5, "--limit", "-k", help="How many results."),
+    document: str | None = typer.Option(None, help="Only in this document (id)."),
+    owner: str | None = OwnerOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Semantic search over stored chunks, best first."""
+    settings = load_settings(owner=owner)
+    doc_id = uuid.UUID(document) if document else None
+
+    async def body(opened: App) -> list[dict[str, Any]]:
+        hits = await run_search(
+            opened.db,
+            opened.ports.embedder,
+            text,
+            owner=settings.owner,
+            limit=limit,
+            document_id=doc_id,
+        )
+        return [h.to_json() for h in hits]
+
+    hits = run_command(with_app(settings, body))
+    if as_json:
+        print_json(hits)
+        return
+    for i, hit in enumerate(hits, 1):
+        where = " > ".join(hit["heading_path"]) or "(top)"
+        console.print(f"[bold]{i}. {hit['filename']}[/bold]  score {hit['score']:.3f}  {where}")
+        console.print("   " + hit["text"][:240].replace("\n", " "))
+
+
+# -- serve, mock, doctor ----------------------------------------------------------------------

@@ -1,0 +1,202 @@
+"""``ingestd serve | doctor | db | mock``: the HTTP app, checks, the database, mock vendors."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ingestd.cli.common import (
+    JsonOpt,
+    app,
+    console,
+    db_app,
+    err_console,
+    load_settings,
+    mock_app,
+    print_json,
+    run_command,
+)
+from ingestd.db.database import migrate_database, resolve_database_url
+from ingestd.db.embedded import EmbeddedPostgres
+
+
+def _embedded() -> EmbeddedPostgres:
+    settings = load_settings()
+    if settings.database_url:
+        err_console.print("INGESTD_DATABASE_URL is set: the embedded server is not in use.")
+    return EmbeddedPostgres(settings.pgdata)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded PostgreSQL (no-op if running) and apply migrations."""
+    server = _embedded()
+    status = server.ensure_running()
+    run_command(migrate_database(status.url()))
+    console.print(f"running (pid {status.pid}): {status.url()}")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL. Workers using it wait and reconnect when it is back."""
+    stopped = _embedded().stop()
+    console.print("stopped" if stopped else "not running")
+
+
+@db_app.command("status")
+def db_status(as_json: bool = JsonOpt) -> None:
+    """Whether the embedded PostgreSQL is running, where its data lives, how to connect."""
+    status = _embedded().status()
+    info = {
+        "running": status.running,
+        "pid": status.pid,
+        "pgdata": str(status.pgdata),
+        "url": status.url(),
+    }
+    if as_json:
+        print_json(info)
+        return
+    for key, value in info.items():
+        console.print(f"{key:8} {value}")
+    if not status.running:
+        raise typer.Exit(3)
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL (start the embedded server if needed): `psql "$(ingestd db url)"`."""
+    settings = load_settings()
+    sys.stdout.write(resolve_database_url(settings) + "\n")
+
+
+# -- ingest, worker, run ----------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", envvar="INGESTD_SERVE_HOST", help="Address to bind."),
+    port: int = typer.Option(8900, envvar="INGESTD_SERVE_PORT", help="Port to listen on."),
+) -> None:
+    """The HTTP app: health checks and the LlamaParse webhook (POST /v1/webhooks/llamaparse)."""
+    import uvicorn
+
+    from ingestd.api.app import create_app
+
+    settings = load_settings(service=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+FaultOpt = typer.Option(
+    [],
+    "--fault",
+    help="Request fault, e.g. 'http_503:0.1' or "
+    "'timeout:count=2' (repeatable); see docs/reference/mock-*.md.",
+)
+
+
+HostOpt = typer.Option("127.0.0.1", help="Address to bind.")
+BehaviourOpt = typer.Option(None, help="Behaviour as a JSON file or JSON text.")
+ApiKeyOpt = typer.Option(None, help="The one key accepted (default: any).")
+SeedOpt = typer.Option(None, help="Seed for fault draws.")
+
+
+@mock_app.command("openai")
+def mock_openai(
+    host: str = HostOpt,
+    port: int = typer.Option(8901, help="Port to listen on."),
+    behaviour: str | None = BehaviourOpt,
+    api_key: str | None = ApiKeyOpt,
+    latency_ms: float | None = typer.Option(None, help="Fixed latency per request."),
+    per_token_ms: float | None = typer.Option(None, help="Extra latency per input token."),
+    rpm: int | None = typer.Option(None, help="Requests-per-minute budget (429 beyond)."),
+    tpm: int | None = typer.Option(None, help="Tokens-per-minute budget (429 beyond)."),
+    quota_tokens: int | None = typer.Option(None, help="Total tokens before insufficient_quota."),
+    fault: list[str] = FaultOpt,
+    seed: int | None = SeedOpt,
+    vectors: str | None = typer.Option(
+        None, help="'hash' (default; the hash embedder's space) or 'token-hash' (cheaper)."
+    ),
+) -> None:
+    """A mock of OpenAI's /v1/embeddings and /v1/models."""
+    from ingestd.mocks.openai import serve as serve_openai
+
+    serve_openai(
+        host,
+        port,
+        behaviour=behaviour,
+        api_key=api_key,
+        latency_ms=latency_ms,
+        per_token_ms=per_token_ms,
+        rpm=rpm,
+        tpm=tpm,
+        quota_tokens=quota_tokens,
+        faults=fault,
+        seed=seed,
+        vectors=vectors,
+    )
+
+
+@mock_app.command("llamaparse")
+def mock_llamaparse(
+    host: str = HostOpt,
+    port: int = typer.Option(8902, help="Port to listen on."),
+    behaviour: str | None = BehaviourOpt,
+    api_key: str | None = ApiKeyOpt,
+    latency_ms: float | None = typer.Option(None, help="Fixed time per job."),
+    per_page_ms: float | None = typer.Option(None, help="Extra time per page parsed."),
+    uploads_per_window: int | None = typer.Option(None, help="Uploads allowed per window."),
+    window_seconds: float | None = typer.Option(None, help="The rate-limit window."),
+    retry_after: bool | None = typer.Option(None, help="Send Retry-After with 429s."),
+    quota_credits: float | None = typer.Option(None, help="Credits before 402."),
+    fault: list[str] = FaultOpt,
+    webhook_backoff_scale: float | None = typer.Option(
+        None, help="Scale the 1/2/4 s webhook retry schedule (tests use 0.01)."
+    ),
+    seed: int | None = SeedOpt,
+) -> None:
+    """A mock of LlamaParse (v2 and v1 routes, jobs, credits, signed webhooks)."""
+    from ingestd.mocks.llamaparse import serve as serve_llamaparse
+
+    serve_llamaparse(
+        host,
+        port,
+        behaviour=behaviour,
+        api_key=api_key,
+        latency_ms=latency_ms,
+        per_page_ms=per_page_ms,
+        uploads_per_window=uploads_per_window,
+        window_seconds=window_seconds,
+        retry_after=retry_after,
+        quota_credits=quota_credits,
+        faults=fault,
+        webhook_backoff_scale=webhook_backoff_scale,
+        seed=seed,
+    )
+
+
+@app.command()
+def doctor(
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="Also make one tiny, cost-capped call to "
+        "each configured real vendor (OpenAI, LlamaParse).",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check the configuration, the database, the blob store and the adapters."""
+    from ingestd.doctor import run_checks
+
+    settings = load_settings()
+    results = run_command(run_checks(settings, live=live))
+    if as_json:
+        print_json([r.to_json() for r in results])
+    else:
+        for r in results:
+            mark = {"ok": "[green]ok[/green]", "skip": "[yellow]skip[/yellow]"}.get(
+                r.status, "[red]FAIL[/red]"
+            )
+            console.print(f"{mark:>20}  {r.name:28} {r.detail}")
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(1)
