@@ -44,7 +44,8 @@ async def ingest(settings: Settings, corpus: Path) -> float:
     return time.perf_counter() - started
 
 
-def drain(settings: Settings, workers: int, total: int) -> float:
+def drain(settings: Settings, workers: int, total: int) -> tuple[float, float]:
+    """(wall seconds including process start-up, seconds from first claim to last completion)."""
     env = {
         **os.environ,
         "INGESTD_HOME": str(settings.home),
@@ -60,14 +61,17 @@ def drain(settings: Settings, workers: int, total: int) -> float:
     codes = [p.wait() for p in procs]
     elapsed = time.perf_counter() - started
     with psycopg.connect(settings.database_url or "") as conn:
-        row = conn.execute("SELECT count(*) FROM jobs WHERE state = 'complete'").fetchone()
-    done = row[0] if row else 0
+        row = conn.execute(
+            "SELECT count(*), extract(epoch FROM max(completed_at) - min(processing_started_at))"
+            " FROM jobs WHERE state = 'complete'"
+        ).fetchone()
+    done, busy = (row[0], float(row[1])) if row else (0, 0.0)
     if codes != [0] * workers or done != total:
         raise SystemExit(f"run failed: exit codes {codes}, {done}/{total} complete")
-    return elapsed
+    return elapsed, busy
 
 
-def one_run(documents: int, workers: int, corpus: Path) -> tuple[float, float]:
+def one_run(documents: int, workers: int, corpus: Path) -> tuple[float, float, float]:
     base = Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
     base.chmod(0o755)
     server = EmbeddedPostgres(base / "pgdata")
@@ -75,7 +79,7 @@ def one_run(documents: int, workers: int, corpus: Path) -> tuple[float, float]:
         url = server.ensure_running().url()
         settings = Settings(home=base / "home", database_url=url, embedder=HashEmbedderSettings())
         ingest_seconds = asyncio.run(ingest(settings, corpus))
-        return ingest_seconds, drain(settings, workers, documents)
+        return (ingest_seconds, *drain(settings, workers, documents))
     finally:
         server.stop(mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
@@ -94,22 +98,23 @@ def main() -> None:
     for workers in [int(w) for w in args.workers.split(",")]:
         best = None
         for _ in range(args.repeat):
-            ingest_s, drain_s = one_run(args.documents, workers, corpus)
+            ingest_s, drain_s, busy_s = one_run(args.documents, workers, corpus)
             print(
                 f"workers={workers} ingest={ingest_s:.2f}s drain={drain_s:.2f}s "
-                f"-> {args.documents / drain_s:.0f} documents/s",
+                f"-> {args.documents / drain_s:.0f} documents/s "
+                f"({args.documents / busy_s:.0f}/s after start-up)",
                 flush=True,
             )
             if best is None or drain_s < best[1]:
-                best = (ingest_s, drain_s)
+                best = (ingest_s, drain_s, busy_s)
         assert best is not None
-        rows.append((workers, best[0], best[1]))
+        rows.append((workers, *best))
     shutil.rmtree(corpus, ignore_errors=True)
     write_report(args, size_kb, rows)
 
 
 def write_report(
-    args: argparse.Namespace, size_kb: float, rows: list[tuple[int, float, float]]
+    args: argparse.Namespace, size_kb: float, rows: list[tuple[int, float, float, float]]
 ) -> None:
     load = os.getloadavg()[0]
     lines = [
@@ -123,14 +128,16 @@ def write_report(
         f"{args.documents} small Markdown documents (~{size_kb:.1f} KB each, 1 chunk each), "
         "local parser, `hash` embedder (256 dims), embedded PostgreSQL 18 on the same machine. "
         "Drain time runs from starting the `ingestd worker --burst` processes (start-up "
-        "included) until the last one exits with every job `complete`.",
+        "included, about 0.7 s) until the last one exits with every job `complete`; \"after "
+        "start-up\" counts from the first claim to the last completion.",
         "",
-        "| worker processes | ingest (s) | drain (s) | documents/s |",
-        "|---:|---:|---:|---:|",
+        "| worker processes | ingest (s) | drain (s) | documents/s | after start-up |",
+        "|---:|---:|---:|---:|---:|",
     ]
-    for workers, ingest_s, drain_s in rows:
+    for workers, ingest_s, drain_s, busy_s in rows:
         lines.append(
-            f"| {workers} | {ingest_s:.2f} | {drain_s:.2f} | {args.documents / drain_s:.0f} |"
+            f"| {workers} | {ingest_s:.2f} | {drain_s:.2f} | {args.documents / drain_s:.0f} | "
+            f"{args.documents / busy_s:.0f} |"
         )
     lines.append("")
     OUT.parent.mkdir(parents=True, exist_ok=True)
