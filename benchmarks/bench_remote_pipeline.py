@@ -87,7 +87,7 @@ async def run(documents: int, base: Path) -> tuple[list[float], float, dict[str,
                 embedder=OpenAIEmbedderSettings(base_url=oa.url + "/v1", api_key="sk-bench"),
             )
             async with open_app(settings) as app:
-                api = BackgroundServer(create_api(settings, db=app.db), port=port, lifespan="on")
+                api = BackgroundServer(create_api(settings), port=port, lifespan="on")
                 with api:
                     worker = app.worker()
                     task = asyncio.create_task(worker.run())

@@ -21,6 +21,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench_pipeline.py", ["--documents", "1000", "--repeat", "2"],
      ["--documents", "300", "--repeat", "1"]),
     ("bench_remote_pipeline.py", ["--documents", "50"], ["--documents", "10"]),
+    ("bench_pipeline_memory.py", [], []),
     ("bench_chunk_embed.py", ["--write"], ["--quick", "--write"]),
     ("bench_parsers.py", [], []),
     ("bench_mock_openai.py", ["--write"], ["--seconds", "2", "--write"]),

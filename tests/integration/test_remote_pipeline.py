@@ -116,7 +116,7 @@ async def pipeline(
         make_settings, vendors, hook, faults=faults or {}, worker=worker or {}, **parser
     )
     async with open_app(settings) as app:
-        api = BackgroundServer(create_api(settings, db=app.db), port=port, lifespan="on")
+        api = BackgroundServer(create_api(settings), port=port, lifespan="on")
         with api:
             worker = app.worker()
             task = asyncio.create_task(worker.run())

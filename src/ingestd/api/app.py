@@ -19,7 +19,8 @@ from ingestd.db import Database
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
-    """The app; pass ``db`` to share an already opened database (tests, embedding in a process)."""
+    """The app. ``db``: an already opened database to share, when the app runs on the same event
+    loop as its owner (a pool is bound to one loop); by default the app opens its own."""
     settings = settings or Settings()
 
     @asynccontextmanager
