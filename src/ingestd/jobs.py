@@ -189,27 +189,25 @@ class JobStore:
 
     async def extend_leases(self, jobs: Iterable[ClaimedJob]) -> set[uuid.UUID]:
         """Heartbeat: returns the ids whose lease this worker still holds."""
-        params = self._fence_params(jobs)
-        if not params["ids"]:
-            return set()
-
-        async def work(conn: Conn) -> set[uuid.UUID]:
-            cur = await conn.execute(QUERIES["extend_leases"], params)
-            return {row[0] for row in await cur.fetchall()}
-
-        return await self.db.transaction(work, deadline=self.lease_seconds / 2)
+        return await self._fenced_ids("extend_leases", jobs, deadline=self.lease_seconds / 2)
 
     async def release(self, jobs: Iterable[ClaimedJob]) -> set[uuid.UUID]:
         """Give jobs back (graceful stop): they become claimable at once by any worker."""
+        return await self._fenced_ids("release_leases", jobs, deadline=10)
+
+    async def _fenced_ids(
+        self, query: str, jobs: Iterable[ClaimedJob], deadline: float
+    ) -> set[uuid.UUID]:
+        """Run a fenced query over ``jobs``; returns the ids it matched (still ours)."""
         params = self._fence_params(jobs)
         if not params["ids"]:
             return set()
 
         async def work(conn: Conn) -> set[uuid.UUID]:
-            cur = await conn.execute(QUERIES["release_leases"], params)
+            cur = await conn.execute(QUERIES[query], params)
             return {row[0] for row in await cur.fetchall()}
 
-        return await self.db.transaction(work, deadline=10)
+        return await self.db.transaction(work, deadline=deadline)
 
     async def lock_fenced(self, conn: Conn, jobs: Iterable[ClaimedJob]) -> set[uuid.UUID]:
         """Inside a transaction: lock the jobs this claim still holds, for a fenced write."""

@@ -133,14 +133,7 @@ async def retry_jobs(
         "to_states": [s.value for s in RETRY_FROM.values()],
     }
 
-    async def work(conn: Conn) -> list[uuid.UUID]:
-        cur = await conn.execute(QUERIES["retry_jobs"], params)
-        moved = [row[0] for row in await cur.fetchall()]
-        if moved:
-            await conn.execute(QUERIES["notify_jobs"])
-        return moved
-
-    return await db.transaction(work)
+    return await _requeue(db, "retry_jobs", params)
 
 
 async def reindex_jobs(
@@ -165,8 +158,14 @@ async def reindex_jobs(
         "embedding_model": embedding_model,
     }
 
+    return await _requeue(db, "reindex_jobs", params)
+
+
+async def _requeue(db: Database, query: str, params: dict[str, Any]) -> list[uuid.UUID]:
+    """Run a query that makes jobs runnable again; wake the workers if it moved any."""
+
     async def work(conn: Conn) -> list[uuid.UUID]:
-        cur = await conn.execute(QUERIES["reindex_jobs"], params)
+        cur = await conn.execute(QUERIES[query], params)
         moved = [row[0] for row in await cur.fetchall()]
         if moved:
             await conn.execute(QUERIES["notify_jobs"])

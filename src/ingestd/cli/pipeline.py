@@ -74,15 +74,7 @@ def ingest(
     settings = load_settings(owner=owner)
 
     async def body(opened: App) -> int:
-        results = await ingest_files(
-            opened.db,
-            opened.blobs,
-            paths,
-            owner=settings.owner,
-            max_attempts=settings.worker.max_attempts,
-            versions=_versions(opened),
-            priority=priority,
-        )
+        results = await _ingest(opened, paths, priority)
         if as_json:
             print_json([_result_json(r) for r in results])
         else:
@@ -100,8 +92,18 @@ def ingest(
     raise typer.Exit(run_command(with_app(settings, body)))
 
 
-def _versions(opened: App) -> PipelineVersions:
-    return PipelineVersions(opened.ports.chunker.version, opened.ports.embedder.model)
+async def _ingest(opened: App, paths: list[Path], priority: int = 0) -> list[IngestResult]:
+    settings = opened.settings
+    versions = PipelineVersions(opened.ports.chunker.version, opened.ports.embedder.model)
+    return await ingest_files(
+        opened.db,
+        opened.blobs,
+        paths,
+        owner=settings.owner,
+        max_attempts=settings.worker.max_attempts,
+        priority=priority,
+        versions=versions,
+    )
 
 
 def _result_json(r: IngestResult) -> dict[str, Any]:
@@ -185,14 +187,7 @@ def run(
     started = time.monotonic()
 
     async def body(opened: App) -> int:
-        results = await ingest_files(
-            opened.db,
-            opened.blobs,
-            paths,
-            owner=settings.owner,
-            max_attempts=settings.worker.max_attempts,
-            versions=_versions(opened),
-        )
+        results = await _ingest(opened, paths)
         job_ids = [r.job_id for r in results if r.job_id]
         counts = await _drive(opened, job_ids, processes)
         elapsed = time.monotonic() - started
