@@ -41,9 +41,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "mocks.md"
 SECTION = "## LlamaParse mock"
 UNLIMITED = json.dumps({"rate_limits": {"requests_per_minute": None}})
 SERVER_CODE = (
-    "import sys; from ingestd.mocks.llamaparse import serve; "
-    "serve(port=int(sys.argv[1]), api_key='llx-bench', log_level='warning', "
-    "behaviour=sys.argv[2], latency_ms=float(sys.argv[3]), per_page_ms=float(sys.argv[4]))"
+    "import sys; from ingestd.mocks.llamaparse import build_behaviour, serve; "
+    "serve(port=int(sys.argv[1]), log_level='warning', behaviour=build_behaviour(sys.argv[2], "
+    "api_key='llx-bench', latency_ms=float(sys.argv[3]), per_page_ms=float(sys.argv[4])))"
 )
 MARKDOWN = ("# Quarterly notes\n\n" + "Revenue grew in every region this quarter. " * 40).encode()
 

@@ -32,8 +32,9 @@ KEY = "sk-bench"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "mocks.md"
 SECTION = "## OpenAI mock"
 SERVER_CODE = (
-    "import sys; from ingestd.mocks.openai import serve; "
-    "serve(port=int(sys.argv[1]), api_key='sk-bench', log_level='warning')"
+    "import sys; from ingestd.mocks.openai import build_behaviour, serve; "
+    "serve(port=int(sys.argv[1]), behaviour=build_behaviour(api_key='sk-bench'), "
+    "log_level='warning')"
 )
 
 
@@ -160,7 +161,7 @@ def report(results: list[Result], clients: int, seconds: float) -> str:
         "(the same cost for every vector source), then vectors are made: `hash` is ingestd's "
         "HashEmbedder (word and n-gram features; the same space as `provider=hash`), "
         "`token-hash` hashes the token ids already counted and is the choice for capacity runs "
-        '(`PATCH /_admin/behaviour {"vectors": "token-hash"}` or `serve(vectors=...)`). '
+        '(`PATCH /_admin/behaviour {"vectors": "token-hash"}` or `build_behaviour(vectors=...)`). '
         "`float` answers spend most of their time in JSON; the SDK asks for base64 by default "
         "and so does ingestd's client. A benchmark whose embedding rate nears these figures "
         "should run the mock on its own core, with `token-hash`.",

@@ -128,8 +128,8 @@ def write_report(
         f"{args.documents} small Markdown documents (~{size_kb:.1f} KB each, 1 chunk each), "
         "local parser, `hash` embedder (256 dims), embedded PostgreSQL 18 on the same machine. "
         "Drain time runs from starting the `ingestd worker --burst` processes (start-up "
-        "included, about 0.7 s) until the last one exits with every job `complete`; \"after "
-        "start-up\" counts from the first claim to the last completion.",
+        'included, about 0.7 s) until the last one exits with every job `complete`; "after '
+        'start-up" counts from the first claim to the last completion.',
         "",
         "| worker processes | ingest (s) | drain (s) | documents/s | after start-up |",
         "|---:|---:|---:|---:|---:|",

@@ -45,9 +45,13 @@ async def ingest_one(settings: Settings, path: Path, owner: str) -> None:
 
 def run_worker(settings: Settings) -> tuple[float, int, int]:
     """(seconds, exit code, peak RSS in MB) of one ``ingestd worker --burst``."""
-    env = {**os.environ, "INGESTD_HOME": str(settings.home),
-           "INGESTD_DATABASE_URL": settings.database_url or "",
-           "INGESTD_EMBEDDER__PROVIDER": "hash", "INGESTD_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "INGESTD_HOME": str(settings.home),
+        "INGESTD_DATABASE_URL": settings.database_url or "",
+        "INGESTD_EMBEDDER__PROVIDER": "hash",
+        "INGESTD_LOG_LEVEL": "WARNING",
+    }
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "ingestd", "worker", "--burst"], env=env)
     peak_kb = 0
@@ -78,8 +82,7 @@ def main() -> None:
     rows = []
     try:
         url = server.ensure_running().url()
-        settings = Settings(home=base / "home", database_url=url,
-                            embedder=HashEmbedderSettings())
+        settings = Settings(home=base / "home", database_url=url, embedder=HashEmbedderSettings())
         # Baseline: a worker that took one tiny document (libraries and tokenizer loaded).
         tiny = base / "tiny" / "tiny.md"
         tiny.parent.mkdir()
@@ -94,12 +97,14 @@ def main() -> None:
             with psycopg.connect(url) as conn:
                 row = conn.execute(
                     "SELECT j.state, j.chunk_count, (j.parse_metadata->>'chars')::bigint"
-                    " FROM jobs j WHERE j.owner = %s", (fmt,)).fetchone()
+                    " FROM jobs j WHERE j.owner = %s",
+                    (fmt,),
+                ).fetchone()
             assert row is not None and code == 0, (fmt, code, row)
-            rows.append((fmt, path.stat().st_size / 2**20, row[2] or 0, row[1] or 0, row[0],
-                         seconds, peak))
-            print(f"{fmt}: {row[0]} {row[1]} chunks in {seconds:.1f}s, peak {peak} MB",
-                  flush=True)
+            rows.append(
+                (fmt, path.stat().st_size / 2**20, row[2] or 0, row[1] or 0, row[0], seconds, peak)
+            )
+            print(f"{fmt}: {row[0]} {row[1]} chunks in {seconds:.1f}s, peak {peak} MB", flush=True)
     finally:
         server.stop(mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
@@ -126,8 +131,10 @@ def write_report(baseline: int, rows: list[tuple[str, float, int, int, str, floa
     ]
     for fmt, mb, chars, chunks, state, seconds, peak in rows:
         text_mb = max(chars / 2**20, 0.01)
-        lines.append(f"| {fmt} | {mb:.2f} | {chars:,} | {chunks} | {state} | {seconds:.1f} | "
-                     f"{peak} | {peak - baseline} | {(peak - baseline) / text_mb:.1f}x |")
+        lines.append(
+            f"| {fmt} | {mb:.2f} | {chars:,} | {chunks} | {state} | {seconds:.1f} | "
+            f"{peak} | {peak - baseline} | {(peak - baseline) / text_mb:.1f}x |"
+        )
     lines.append("")
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")

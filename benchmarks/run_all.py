@@ -18,8 +18,11 @@ HERE = Path(__file__).resolve().parent
 
 BENCHES: list[tuple[str, list[str], list[str]]] = [
     # (script, full arguments, --quick arguments)
-    ("bench_pipeline.py", ["--documents", "1000", "--repeat", "2"],
-     ["--documents", "300", "--repeat", "1"]),
+    (
+        "bench_pipeline.py",
+        ["--documents", "1000", "--repeat", "2"],
+        ["--documents", "300", "--repeat", "1"],
+    ),
     ("bench_remote_pipeline.py", ["--documents", "50"], ["--documents", "10"]),
     ("bench_pipeline_memory.py", [], []),
     ("bench_chunk_embed.py", ["--write"], ["--quick", "--write"]),

@@ -119,21 +119,23 @@ def mock_openai(
     ),
 ) -> None:
     """A mock of OpenAI's /v1/embeddings and /v1/models."""
-    from ingestd.mocks.openai import serve as serve_openai
+    from ingestd.mocks.openai import build_behaviour, serve
 
-    serve_openai(
+    serve(
         host,
         port,
-        behaviour=behaviour,
-        api_key=api_key,
-        latency_ms=latency_ms,
-        per_token_ms=per_token_ms,
-        rpm=rpm,
-        tpm=tpm,
-        quota_tokens=quota_tokens,
-        faults=fault,
-        seed=seed,
-        vectors=vectors,
+        behaviour=build_behaviour(
+            behaviour,
+            api_key=api_key,
+            latency_ms=latency_ms,
+            per_token_ms=per_token_ms,
+            rpm=rpm,
+            tpm=tpm,
+            quota_tokens=quota_tokens,
+            faults=fault,
+            seed=seed,
+            vectors=vectors,
+        ),
     )
 
 
@@ -156,22 +158,24 @@ def mock_llamaparse(
     seed: int | None = SeedOpt,
 ) -> None:
     """A mock of LlamaParse (v2 and v1 routes, jobs, credits, signed webhooks)."""
-    from ingestd.mocks.llamaparse import serve as serve_llamaparse
+    from ingestd.mocks.llamaparse import build_behaviour, serve
 
-    serve_llamaparse(
+    serve(
         host,
         port,
-        behaviour=behaviour,
-        api_key=api_key,
-        latency_ms=latency_ms,
-        per_page_ms=per_page_ms,
-        uploads_per_window=uploads_per_window,
-        window_seconds=window_seconds,
-        retry_after=retry_after,
-        quota_credits=quota_credits,
-        faults=fault,
-        webhook_backoff_scale=webhook_backoff_scale,
-        seed=seed,
+        behaviour=build_behaviour(
+            behaviour,
+            api_key=api_key,
+            latency_ms=latency_ms,
+            per_page_ms=per_page_ms,
+            uploads_per_window=uploads_per_window,
+            window_seconds=window_seconds,
+            retry_after=retry_after,
+            quota_credits=quota_credits,
+            faults=fault,
+            webhook_backoff_scale=webhook_backoff_scale,
+            seed=seed,
+        ),
     )
 
 

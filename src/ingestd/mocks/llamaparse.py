@@ -573,32 +573,10 @@ def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     *,
-    behaviour: LlamaParseBehaviour | str | Path | None = None,
-    api_key: str | None = None,
-    latency_ms: float | None = None,
-    per_page_ms: float | None = None,
-    uploads_per_window: int | None = None,
-    window_seconds: float | None = None,
-    retry_after: bool | None = None,
-    quota_credits: float | None = None,
-    faults: Sequence[str] = (),
-    webhook_backoff_scale: float | None = None,
-    seed: int | None = None,
+    behaviour: LlamaParseBehaviour | None = None,
     log_level: str = "info",
 ) -> None:
-    """Run the mock under uvicorn until interrupted (``ingestd mock llamaparse``); the keywords
-    are :func:`build_behaviour`'s, on top of ``behaviour``."""
-    resolved = build_behaviour(
-        behaviour,
-        api_key=api_key,
-        latency_ms=latency_ms,
-        per_page_ms=per_page_ms,
-        uploads_per_window=uploads_per_window,
-        window_seconds=window_seconds,
-        retry_after=retry_after,
-        quota_credits=quota_credits,
-        faults=faults,
-        webhook_backoff_scale=webhook_backoff_scale,
-        seed=seed,
-    )
-    uvicorn.run(create_app(resolved), host=host, port=port, log_level=log_level, lifespan="on")
+    """Run the mock under uvicorn until interrupted (``ingestd mock llamaparse``); build the
+    behaviour from a file or CLI-style flags with :func:`build_behaviour`."""
+    app = create_app(behaviour)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")

@@ -570,30 +570,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     *,
-    behaviour: OpenAIBehaviour | str | Path | None = None,
+    behaviour: OpenAIBehaviour | None = None,
     embedder: Embedder | None = None,
-    api_key: str | None = None,
-    latency_ms: float | None = None,
-    per_token_ms: float | None = None,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    quota_tokens: int | None = None,
-    faults: Sequence[str] = (),
-    seed: int | None = None,
-    vectors: str | None = None,
     log_level: str = "info",
 ) -> None:
-    """Run the mock under uvicorn until interrupted (``ingestd mock openai``)."""
-    resolved = build_behaviour(
-        behaviour,
-        api_key=api_key,
-        latency_ms=latency_ms,
-        per_token_ms=per_token_ms,
-        rpm=rpm,
-        tpm=tpm,
-        quota_tokens=quota_tokens,
-        faults=faults,
-        seed=seed,
-        vectors=vectors,
-    )
-    uvicorn.run(create_app(resolved, embedder), host=host, port=port, log_level=log_level)
+    """Run the mock under uvicorn until interrupted (``ingestd mock openai``); build the
+    behaviour from a file or CLI-style flags with :func:`build_behaviour`."""
+    app = create_app(behaviour, embedder)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
