@@ -1,0 +1,1 @@
+"""Tools for testing ingestd under failure: the TCP fault proxy (:mod:`.faultproxy`)."""
