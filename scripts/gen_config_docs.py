@@ -23,6 +23,7 @@ from ingestd.config import (
     LlamaParseSettings,
     LocalEmbedderSettings,
     LocalParserSettings,
+    ObservabilitySettings,
     OpenAIEmbedderSettings,
     Settings,
     WorkerSettings,
@@ -107,6 +108,7 @@ PROVIDERS: list[tuple[str, str, list[type[BaseModel]]]] = [
         [HashEmbedderSettings, LocalEmbedderSettings, OpenAIEmbedderSettings],
     ),
     ("worker", "INGESTD_WORKER__", [WorkerSettings]),
+    ("observability", "INGESTD_OBSERVABILITY__", [ObservabilitySettings]),
 ]
 
 
@@ -138,12 +140,11 @@ def _rows(prefix: str, key_prefix: str, model: type[BaseModel]) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         key = f"{key_prefix}{name}"
-        if name in ("worker", "parser", "chunker", "embedder"):
+        if name in ("worker", "parser", "chunker", "embedder", "observability"):
             continue
         default = "per-user data folder" if key == "home" else _default(field)
-        rows.append(
-            f"| `{prefix}{name.upper()}` | {_type(field)} | {default} | {HELP.get(key, '')} |"
-        )
+        meaning = HELP.get(key) or field.description or ""
+        rows.append(f"| `{prefix}{name.upper()}` | {_type(field)} | {default} | {meaning} |")
     return rows
 
 

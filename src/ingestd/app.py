@@ -23,6 +23,8 @@ from ingestd.db import Database
 from ingestd.errors import ConfigurationError
 from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import JobStore
+from ingestd.observability import metrics
+from ingestd.observability.transport import metered_client
 from ingestd.parsers.isolation import ParserPool
 from ingestd.ports import Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig
@@ -38,7 +40,7 @@ TRIVIAL_INLINE_BYTES = 64 * 1024
 LOCAL_MODEL_CHUNK_TOKENS = 200
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings, http: httpx.AsyncClient | None = None) -> Embedder:
     config = settings.embedder
     if isinstance(config, HashEmbedderSettings):
         from ingestd.embedders.hash import HashEmbedder
@@ -74,6 +76,7 @@ def build_embedder(settings: Settings) -> Embedder:
             concurrency=config.concurrency,
             max_retries=config.max_retries,
             truncate=config.truncate,
+            http_client=http,
         )
     raise ConfigurationError(f"unknown embedder provider: {config!r}")
 
@@ -130,6 +133,16 @@ def build_remote(settings: Settings, http: httpx.AsyncClient) -> RemoteParseConf
     )
 
 
+def external_services(settings: Settings) -> dict[str, str]:
+    """Base URL -> service name, for the labels of the external-call metrics."""
+    services: dict[str, str] = {}
+    if isinstance(settings.embedder, OpenAIEmbedderSettings):
+        services[settings.embedder.base_url] = "openai"
+    if isinstance(settings.parser, LlamaParseSettings):
+        services[settings.parser.base_url] = "llamaparse"
+    return services
+
+
 def parser_pool_size(settings: Settings) -> int | None:
     config = settings.parser
     return config.pool_size if isinstance(config, LocalParserSettings) else 1
@@ -166,7 +179,7 @@ def build_parse(settings: Settings, pool: ParserPool) -> tuple[ParseFn, str]:
 def build_ports(settings: Settings, http: httpx.AsyncClient, pool: ParserPool) -> StagePorts:
     from ingestd.parsers.validate import validate_parsed
 
-    embedder = build_embedder(settings)
+    embedder = build_embedder(settings, http)
     parse, parser_name = build_parse(settings, pool)
     remote = build_remote(settings, http)
     return StagePorts(
@@ -214,7 +227,8 @@ class App:
 @asynccontextmanager
 async def open_app(settings: Settings) -> AsyncIterator[App]:
     """Open the database (migrating it) and build the adapters; close both at the end."""
-    http = httpx.AsyncClient()
+    metrics.set_enabled(settings.observability.metrics_enabled)
+    http = metered_client(external_services(settings))
     pool = ParserPool(parser_pool_size(settings))
     db = Database.from_settings(settings)
     ports: StagePorts | None = None

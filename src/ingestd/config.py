@@ -138,6 +138,58 @@ class WorkerSettings(BaseModel):
     embed_slice: int = Field(1024, ge=1)
 
 
+class ObservabilitySettings(BaseModel):
+    """Metrics, alerts and the dashboard (docs/howto/observability.md)."""
+
+    metrics_enabled: bool = Field(
+        True, description="Record process metrics (off only to measure what they cost)."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="`ingestd worker`: serve this process's metrics on this port (0: any free "
+        "port, logged as `metrics.listening`); unset: not served.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds.")
+    worker_stale_seconds: float = Field(
+        60.0, gt=0, description="A worker whose heartbeat is older than this is stale, not live."
+    )
+    alert_interval_seconds: float = Field(
+        30.0, gt=0, description="`ingestd serve` evaluates the alert rules this often."
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="POST alert transitions here (Slack-compatible JSON); unset: no POST."
+    )
+    stuck_job_seconds: float = Field(
+        1800.0, gt=0, description="A job in one non-terminal state this long is stuck."
+    )
+    backlog_age_seconds: float = Field(
+        1800.0, gt=0, description="Alert when the oldest runnable job has waited this long."
+    )
+    error_rate_threshold: float = Field(
+        0.2, gt=0, le=1, description="Alert when this share of jobs finishing fails..."
+    )
+    error_rate_min_jobs: int = Field(
+        20, ge=1, description="...over at least this many finished jobs in the window."
+    )
+    alert_window_seconds: float = Field(
+        600.0, gt=0, description="The window of the error-rate and lease-expiry rules."
+    )
+    lease_expiries_threshold: int = Field(
+        10, ge=1, description="Alert when this many leases expire within the window."
+    )
+    long_lease_seconds: float = Field(
+        900.0, gt=0, description="`ingestd doctor`: a job held by one claim this long is flagged."
+    )
+    min_free_disk_bytes: int = Field(
+        1024**3, ge=0, description="`ingestd doctor`: free space below this under the home fails."
+    )
+    session_hours: float = Field(
+        12.0, gt=0, description="Lifetime of a dashboard session opened with an admin key."
+    )
+
+
 class Settings(BaseSettings):
     """Everything ingestd reads from its environment."""
 
@@ -159,6 +211,7 @@ class Settings(BaseSettings):
     parser: ParserSettings = Field(default_factory=LocalParserSettings)
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
     embedder: EmbedderSettings = Field(default_factory=HashEmbedderSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @property
     def blob_dir(self) -> Path:

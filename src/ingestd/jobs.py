@@ -46,10 +46,21 @@ class ClaimedJob:
     chunker_version: str | None = None
     chunk_count: int | None = None
     embedding_model: str | None = None
+    # The previous claimer's lease had expired (a crash recovery), not been released.
+    lease_expired: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ClaimedJob:
         return cls(**{**row, "state": State(row["state"])})
+
+    def log_fields(self) -> dict[str, str]:
+        """What every log line about this job carries (bound as structlog contextvars)."""
+        return {
+            "job_id": str(self.id),
+            "document_id": str(self.document_id),
+            "correlation_id": str(self.correlation_id),
+            "stage": self.state.value,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from ingestd.chunking import chunk_id
 from ingestd.config import WorkerSettings
@@ -36,6 +37,7 @@ from ingestd.jobs import (
     write_chunk_buffer,
     write_vectors,
 )
+from ingestd.observability.metrics import record_fenced_out, record_outcomes
 from ingestd.ports import BlobStore, Chunk, Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig, RemoteParseStage, wake_announced
 from ingestd.retry import retry_delay, should_fail
@@ -160,38 +162,58 @@ class Pipeline:
 
     async def step(self, state: State, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         """Run ``state``'s stage; returns the jobs this worker keeps (in their new state)."""
-        try:
-            await self.faults.hit(f"stage.before:{state.value}")
-            outcomes, write = await self._handlers[state](jobs)
-        except Exception as exc:  # the stage itself broke: every job of the group retries
-            error = as_ingestd_error(exc)
-            log.warning("stage.failed", state=state.value, error=error.to_json())
-            outcomes, write = [error_outcome(j, error, self.settings) for j in jobs], None
-        await self.faults.hit(f"stage.before_commit:{state.value}")
-        moved = await self.store.commit(outcomes, write)
-        await self.faults.hit(f"stage.after_commit:{state.value}")
+        with bound_contextvars(stage=state.value):
+            try:
+                await self.faults.hit(f"stage.before:{state.value}")
+                outcomes, write = await self._handlers[state](jobs)
+            except Exception as exc:  # the stage itself broke: every job of the group retries
+                error = as_ingestd_error(exc)
+                log.warning("stage.failed", jobs=len(jobs), error=error.to_json())
+                outcomes, write = [error_outcome(j, error, self.settings) for j in jobs], None
+            await self.faults.hit(f"stage.before_commit:{state.value}")
+            moved = await self.store.commit(outcomes, write)
+            await self.faults.hit(f"stage.after_commit:{state.value}")
+        self._record(state, outcomes, moved)
         waiting = [o.job.id for o in outcomes if o.kind == "wait" and o.job.id in moved]
         if waiting:
             await wake_announced(self.db, waiting)
         for outcome in outcomes:
-            if outcome.job.id not in moved:
-                log.warning(
-                    "job.fenced_out",
-                    job_id=str(outcome.job.id),
-                    attempt=outcome.job.attempt,
-                    state=outcome.job.state.value,
-                )
             if outcome.job.id not in moved or not outcome.continues:
                 self._parsed.pop(outcome.job.id, None)
-            if outcome.kind in ("fail", "retry") and outcome.job.id in moved:
-                log.info(
-                    "job." + outcome.kind,
-                    job_id=str(outcome.job.id),
-                    correlation_id=str(outcome.job.correlation_id),
-                    state=outcome.job.state.value,
-                    error=outcome.error,
-                )
+            self._log_outcome(outcome, outcome.job.id in moved)
         return [o.next_job() for o in outcomes if o.job.id in moved and o.continues]
+
+    def _record(self, state: State, outcomes: list[Outcome], moved: set[uuid.UUID]) -> None:
+        service = self._service_of(state)
+        committed = [o for o in outcomes if o.job.id in moved]
+        record_outcomes(
+            state.value,
+            committed,
+            service=service,
+            embedding_model=self.ports.embedder.model,
+            parser=self.ports.parser_name,
+        )
+        record_fenced_out(len(outcomes) - len(committed))
+
+    def _service_of(self, state: State) -> str:
+        """The service a stage's external calls go to (the label of its retry metrics)."""
+        if state in (State.UPLOADED, State.PARSE_QUEUED, State.PARSED):
+            return self.ports.parser_name
+        if state in (State.EMBEDDING_QUEUED, State.EMBEDDING_IN_PROGRESS):
+            return type(self.ports.embedder).__module__.rsplit(".", 1)[-1]
+        return "internal"
+
+    @staticmethod
+    def _log_outcome(outcome: Outcome, moved: bool) -> None:
+        if moved and outcome.kind not in ("fail", "retry"):
+            return
+        with bound_contextvars(**outcome.job.log_fields()):
+            if not moved:
+                log.warning("job.fenced_out", attempt=outcome.job.attempt)
+            else:
+                log.info(
+                    "job." + outcome.kind, to_state=outcome.to_state.value, error=outcome.error
+                )
 
     def forget(self, job_id: uuid.UUID) -> None:
         self._parsed.pop(job_id, None)
@@ -227,6 +249,10 @@ class Pipeline:
         return list(outcomes), None
 
     async def _parse_one(self, job: ClaimedJob) -> Outcome:
+        with bound_contextvars(**job.log_fields()):
+            return await self._parse_one_bound(job)
+
+    async def _parse_one_bound(self, job: ClaimedJob) -> Outcome:
         if self._remote is not None:
             try:
                 return await self._remote.run(job)

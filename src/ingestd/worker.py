@@ -20,11 +20,13 @@ from typing import Any
 
 import psycopg
 import structlog
+from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from ingestd.config import WorkerSettings
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import backoff_delay
 from ingestd.jobs import ClaimedJob, JobStore
+from ingestd.observability.metrics import record_claim, record_held
 from ingestd.stages import Pipeline
 from ingestd.states import HAPPY_PATH, State
 
@@ -67,6 +69,8 @@ class Worker:
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit code."""
+        # Bound once: every task started from here (batches, heartbeats) inherits it.
+        bind_contextvars(worker_id=self.id)
         self._install_signal_handlers()
         helpers = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -141,10 +145,12 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         try:
-            return await self.store.claim(limit)
+            claimed = await self.store.claim(limit)
         except Exception as exc:  # the database is away: wait and try again
             log.warning("worker.claim_failed", error=str(exc))
             return []
+        record_claim(len(claimed), sum(job.lease_expired for job in claimed))
+        return claimed
 
     async def _wait_for_wake(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -153,12 +159,14 @@ class Worker:
     def _start_batch(self, jobs: list[ClaimedJob]) -> None:
         for job in jobs:
             self.held[job.id] = job
+        record_held(len(self.held))
         task = asyncio.create_task(self._run_batch(jobs))
         self._tasks.add(task)
         task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        record_held(len(self.held))
         self._wake.set()
 
     # -- running a batch ------------------------------------------------------------------
@@ -222,7 +230,8 @@ class Worker:
             for job in jobs:
                 if job.id not in kept and job.id in self.held:
                     self.lost.add(job.id)
-                    log.warning("worker.lease_lost", job_id=str(job.id), attempt=job.attempt)
+                    with bound_contextvars(**job.log_fields()):
+                        log.warning("worker.lease_lost", attempt=job.attempt)
         await self._register("stopping" if self.stopping else "running")
 
     async def _register(self, status: str) -> None:

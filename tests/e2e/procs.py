@@ -106,3 +106,57 @@ def ensure_killed(*workers: WorkerProcess) -> None:
         if worker.proc.poll() is None:
             os.kill(worker.pid, signal.SIGCONT)
             worker.kill()
+
+
+class ServeProcess:
+    """``python -m ingestd serve`` on a free loopback port, ready once ``/health/ready`` answers."""
+
+    def __init__(self, settings: Settings, log_dir: Path, **env: str) -> None:
+        from ingestd.mocks import free_port
+
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"serve-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingestd", "serve", "--port", str(self.port)],
+            env=worker_env(settings, **env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_until(self._ready, timeout=60, what=f"ingestd serve on {self.url}")
+
+    def _ready(self) -> bool:
+        import httpx
+
+        if self.proc.poll() is not None:
+            raise AssertionError(f"ingestd serve exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Prometheus endpoint's samples: (name, sorted labels) -> value."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url, timeout=10).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from ingestd import __version__
+from ingestd.api.observability import router as observability_router
 from ingestd.api.webhooks import router as webhooks_router
 from ingestd.config import Settings
 from ingestd.db import Database
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app = FastAPI(title="ingestd", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.include_router(webhooks_router)
+    app.include_router(observability_router)
 
     @app.get("/health/live")
     async def live() -> dict[str, Any]:

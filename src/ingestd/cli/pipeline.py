@@ -155,6 +155,11 @@ def worker(
         None, envvar="INGESTD_WORKER__LEASE_SECONDS", help="Lease length; heartbeats renew it."
     ),
     burst: bool = typer.Option(False, "--burst", help="Exit when nothing is runnable."),
+    metrics_port: int | None = typer.Option(
+        None,
+        envvar="INGESTD_OBSERVABILITY__METRICS_PORT",
+        help="Serve this process's Prometheus metrics on this port (0: any free port, logged).",
+    ),
 ) -> None:
     """Process jobs until stopped (SIGTERM/SIGINT: finish or release within the grace period)."""
     settings = load_settings(
@@ -165,6 +170,10 @@ def worker(
             "lease_seconds": lease_seconds,
         },
     )
+    if metrics_port is not None:
+        from ingestd.observability.metrics import serve_process_metrics
+
+        serve_process_metrics(metrics_port, settings.observability.metrics_host)
 
     async def body(opened: App) -> int:
         return await opened.worker(burst=burst).run()

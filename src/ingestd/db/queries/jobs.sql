@@ -3,26 +3,41 @@
 -- (fencing): a worker whose lease was taken over matches no row and writes nothing.
 
 -- name: claim_jobs
+-- A candidate that still names a lease owner had its lease expire (its worker died or hung):
+-- the claim records a 'lease_expired' event naming the previous owner.
 WITH candidates AS (
-    SELECT id FROM jobs
+    SELECT id, lease_owner AS previous_owner FROM jobs
     WHERE completed_at IS NULL
       AND next_attempt_at <= now()
       AND (lease_expires_at IS NULL OR lease_expires_at < now())
     ORDER BY priority DESC, next_attempt_at, created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j SET
+        lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        attempt = j.attempt + 1,
+        processing_started_at = coalesce(j.processing_started_at, now())
+    FROM candidates c, documents d
+    WHERE j.id = c.id AND d.id = j.document_id
+    RETURNING j.id, j.document_id, j.owner, j.state, j.attempt, j.retry_count, j.max_attempts,
+              j.correlation_id, j.parsed_blob_key, j.parse_metadata, j.remote_job_id,
+              j.chunker_version, j.chunk_count, j.embedding_model,
+              d.filename, d.media_type, d.blob_key, d.size_bytes,
+              c.previous_owner IS NOT NULL AS lease_expired, c.previous_owner
+), expired AS (
+    INSERT INTO job_events (job_id, kind, from_state, to_state, attempt, worker_id,
+                            correlation_id, error)
+    SELECT id, 'lease_expired', state, state, attempt, %(worker)s, correlation_id,
+           jsonb_build_object('code', 'lease.expired', 'message',
+                              'the lease of ' || previous_owner || ' expired')
+    FROM claimed WHERE lease_expired
 )
-UPDATE jobs j SET
-    lease_owner = %(worker)s,
-    lease_expires_at = now() + make_interval(secs => %(lease)s),
-    attempt = j.attempt + 1,
-    processing_started_at = coalesce(j.processing_started_at, now())
-FROM candidates c, documents d
-WHERE j.id = c.id AND d.id = j.document_id
-RETURNING j.id, j.document_id, j.owner, j.state, j.attempt, j.retry_count, j.max_attempts,
-          j.correlation_id, j.parsed_blob_key, j.parse_metadata, j.remote_job_id,
-          j.chunker_version, j.chunk_count, j.embedding_model,
-          d.filename, d.media_type, d.blob_key, d.size_bytes
+SELECT id, document_id, owner, state, attempt, retry_count, max_attempts, correlation_id,
+       parsed_blob_key, parse_metadata, remote_job_id, chunker_version, chunk_count,
+       embedding_model, filename, media_type, blob_key, size_bytes, lease_expired
+FROM claimed
 
 -- name: apply_outcomes
 WITH u AS (

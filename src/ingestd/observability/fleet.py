@@ -1,0 +1,185 @@
+"""Fleet figures computed from the database at scrape time, and their Prometheus exposition.
+
+Queue depth, the oldest runnable job, live workers, failures by code and usage belong to no
+single worker: every scraper would otherwise see a different slice. ``ingestd serve`` computes
+them here when ``/metrics`` is scraped (a few aggregate queries, one pass over ``jobs``), so any
+number of workers on any number of machines report one consistent picture.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from psycopg.rows import dict_row
+
+from ingestd.config import ObservabilitySettings
+from ingestd.db import QUERIES, Database
+from ingestd.db.database import Conn
+from ingestd.states import FAILED_STATES, State
+
+
+@dataclass
+class FleetSnapshot:
+    """What the database says about the whole fleet, at ``taken_at``."""
+
+    jobs_by_state: dict[str, int]
+    runnable: int = 0
+    waiting: int = 0
+    leased: int = 0
+    lease_expired: int = 0
+    stuck: int = 0
+    oldest_runnable_seconds: float = 0.0
+    failures: list[tuple[str, str, int]] = field(default_factory=list)
+    usage: dict[str, float] = field(default_factory=dict)
+    workers_live: int = 0
+    workers_stale: int = 0
+    workers_held: int = 0
+    recent_failed: int = 0
+    recent_finished: int = 0
+    recent_lease_expired: int = 0
+    taken_at: float = field(default_factory=time.time)
+
+    @property
+    def pending(self) -> int:
+        return self.runnable + self.waiting + self.leased + self.lease_expired
+
+
+async def fleet_snapshot(db: Database, settings: ObservabilitySettings) -> FleetSnapshot:
+    async def work(conn: Conn) -> FleetSnapshot:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(QUERIES["fleet_jobs"], {"stuck": settings.stuck_job_seconds})
+        rows = await cur.fetchall()
+        snap = FleetSnapshot({s.value: 0 for s in State})
+        for row in rows:
+            snap.jobs_by_state[row["state"]] = row["jobs"]
+            for name in ("runnable", "waiting", "leased", "lease_expired", "stuck"):
+                setattr(snap, name, getattr(snap, name) + row[name])
+            oldest = row["oldest_runnable_seconds"] or 0.0
+            snap.oldest_runnable_seconds = max(snap.oldest_runnable_seconds, oldest)
+        await cur.execute(QUERIES["fleet_failures"], {"states": [s.value for s in FAILED_STATES]})
+        snap.failures = [(r["state"], r["code"], r["jobs"]) for r in await cur.fetchall()]
+        await cur.execute(QUERIES["fleet_usage"])
+        snap.usage = dict(await cur.fetchone() or {})
+        await cur.execute(QUERIES["fleet_workers"], {"stale": settings.worker_stale_seconds})
+        workers = await cur.fetchone() or {}
+        snap.workers_live = workers.get("live", 0)
+        snap.workers_stale = workers.get("stale", 0)
+        snap.workers_held = int(workers.get("held", 0))
+        await cur.execute(QUERIES["recent_event_counts"], {"window": settings.alert_window_seconds})
+        recent = await cur.fetchone() or {}
+        snap.recent_failed = recent.get("failed", 0)
+        snap.recent_finished = recent.get("finished", 0)
+        snap.recent_lease_expired = recent.get("lease_expired", 0)
+        return snap
+
+    return await db.transaction(work, deadline=30)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _labelled(
+    name: str, doc: str, labels: list[str], values: Iterable[tuple[list[str], float]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for label_values, value in values:
+        family.add_metric(label_values, value)
+    return family
+
+
+def fleet_families(snap: FleetSnapshot) -> Iterator[Metric]:
+    """The snapshot as metric families (documented in docs/reference/metrics.md)."""
+    yield _labelled(
+        "ingestd_jobs",
+        "Jobs in each state (queue depth for the non-terminal ones).",
+        ["state"],
+        (([state], n) for state, n in sorted(snap.jobs_by_state.items())),
+    )
+    yield _gauge(
+        "ingestd_jobs_runnable", "Jobs due now and not held by a live lease.", snap.runnable
+    )
+    yield _gauge(
+        "ingestd_jobs_waiting_retry", "Jobs waiting for their retry time (backoff).", snap.waiting
+    )
+    yield _gauge("ingestd_jobs_leased", "Jobs held by a live lease right now.", snap.leased)
+    yield _gauge(
+        "ingestd_jobs_lease_expired",
+        "Jobs whose lease expired and that no worker has claimed again yet.",
+        snap.lease_expired,
+    )
+    yield _gauge(
+        "ingestd_jobs_stuck",
+        "Non-terminal jobs that have not changed state for observability.stuck_job_seconds.",
+        snap.stuck,
+    )
+    yield _gauge(
+        "ingestd_oldest_runnable_job_age_seconds",
+        "How long the longest-waiting runnable job has been due (0: none).",
+        snap.oldest_runnable_seconds,
+    )
+    yield _labelled(
+        "ingestd_failed_jobs",
+        "Jobs in a failed state, by state and error code.",
+        ["state", "code"],
+        (([state, code], n) for state, code, n in sorted(snap.failures)),
+    )
+    yield _labelled(
+        "ingestd_usage",
+        "Usage recorded on all jobs: embedding_tokens, parse_pages, embedding_cost_usd, "
+        "parse_cost_usd.",
+        ["kind"],
+        (([kind], float(v)) for kind, v in sorted(snap.usage.items())),
+    )
+    yield _labelled(
+        "ingestd_workers",
+        "Registered worker processes by heartbeat: live or stale.",
+        ["status"],
+        [(["live"], snap.workers_live), (["stale"], snap.workers_stale)],
+    )
+    yield _gauge(
+        "ingestd_workers_jobs_held", "Jobs the live workers say they hold.", snap.workers_held
+    )
+    yield _gauge(
+        "ingestd_fleet_scrape_timestamp_seconds", "When these figures were read.", snap.taken_at
+    )
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def exposition(*family_groups: Iterable[Metric]) -> bytes:
+    """This process's own metrics followed by the given families, in the text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([f for group in family_groups for f in group]))
+    return generate_latest(REGISTRY) + generate_latest(registry)
+
+
+def as_dict(snap: FleetSnapshot) -> dict[str, Any]:
+    return {
+        "jobs_by_state": snap.jobs_by_state,
+        "runnable": snap.runnable,
+        "waiting_retry": snap.waiting,
+        "leased": snap.leased,
+        "lease_expired": snap.lease_expired,
+        "stuck": snap.stuck,
+        "oldest_runnable_seconds": round(snap.oldest_runnable_seconds, 3),
+        "failures": [{"state": s, "code": c, "jobs": n} for s, c, n in snap.failures],
+        "usage": snap.usage,
+        "workers": {
+            "live": snap.workers_live,
+            "stale": snap.workers_stale,
+            "held": snap.workers_held,
+        },
+    }
