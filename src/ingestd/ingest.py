@@ -9,19 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import structlog
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
+from ingestd.folders import (
+    DETECT_FAILED,
+    FoundFile,
+    SkipFile,
+    Skipped,
+    read_found,
+    scan,
+    shown,
+)
 from ingestd.parsers.detect import detect_media_type
+from ingestd.parsers.limits import DEFAULT_MAX_BYTES
 from ingestd.ports import BlobStore
 from ingestd.reports import reindex_jobs
 from ingestd.storage import content_key
+
+log = structlog.get_logger(__name__)
 
 GROUP_SIZE = 200
 
@@ -31,6 +45,8 @@ class Upload:
     filename: str
     data: bytes
     media_type: str | None = None
+    # Stored with the document (e.g. the raw bytes of a file name that is not UTF-8).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +67,20 @@ class PipelineVersions:
     embedding_model: str
 
 
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files named, and files under folders named (recursively, hidden ones skipped), sorted."""
-    for path in paths:
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path)
-                if child.is_file() and not any(p.startswith(".") for p in rel.parts):
-                    yield child
-        elif path.is_file():
-            yield path
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What a folder ingest did: one result per file queued, one entry per path left out."""
+
+    results: list[IngestResult]
+    skipped: list[Skipped]
+
+    @property
+    def job_ids(self) -> set[uuid.UUID]:
+        """The distinct jobs this ingest queued or found (two identical files share one)."""
+        return {r.job_id for r in self.results if r.job_id is not None}
 
 
-async def ingest_files(
+async def ingest_paths(
     db: Database,
     blobs: BlobStore,
     paths: Iterable[Path],
@@ -74,9 +89,12 @@ async def ingest_files(
     max_attempts: int = 5,
     priority: int = 0,
     versions: PipelineVersions | None = None,
-) -> list[IngestResult]:
-    """Upload every file under ``paths``, in groups of ``GROUP_SIZE`` (one transaction each)."""
-    results: list[IngestResult] = []
+    follow_symlinks: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> IngestReport:
+    """Upload every regular file under ``paths``, in groups of ``GROUP_SIZE`` (one transaction
+    each); every other entry, and every file that cannot be read, is reported in ``skipped``."""
+    report = IngestReport([], [])
     group: list[Upload] = []
     options: dict[str, Any] = {
         "owner": owner,
@@ -84,14 +102,46 @@ async def ingest_files(
         "priority": priority,
         "versions": versions,
     }
-    for path in iter_files(paths):
-        group.append(Upload(path.name, await asyncio.to_thread(path.read_bytes)))
+    for item in scan(paths, follow_symlinks=follow_symlinks):
+        upload = item if isinstance(item, Skipped) else await _load(item, max_bytes)
+        if isinstance(upload, Skipped):
+            report.skipped.append(upload)
+            continue
+        group.append(upload)
         if len(group) >= GROUP_SIZE:
-            results += await ingest_uploads(db, blobs, group, **options)
+            report.results.extend(await ingest_uploads(db, blobs, group, **options))
             group = []
     if group:
-        results += await ingest_uploads(db, blobs, group, **options)
-    return results
+        report.results.extend(await ingest_uploads(db, blobs, group, **options))
+    return report
+
+
+async def ingest_files(
+    db: Database, blobs: BlobStore, paths: Iterable[Path], *, owner: str, **options: Any
+) -> list[IngestResult]:
+    """The documents ``ingest_paths`` queued (for callers that do not report skipped entries)."""
+    return (await ingest_paths(db, blobs, paths, owner=owner, **options)).results
+
+
+async def _load(found: FoundFile, max_bytes: int) -> Upload | Skipped:
+    """The file as an upload with its media type, or why it was left out."""
+    try:
+        return await asyncio.to_thread(_read_and_detect, found, max_bytes)
+    except SkipFile as exc:
+        return Skipped(shown(found.path), exc.code, exc.reason)
+    except Exception as exc:  # a sniffing bug must cost one file, never the batch
+        log.warning("ingest.detect_failed", path=shown(found.path), error=type(exc).__name__)
+        return Skipped(
+            shown(found.path),
+            DETECT_FAILED,
+            f"its type could not be determined ({type(exc).__name__})",
+        )
+
+
+def _read_and_detect(found: FoundFile, max_bytes: int) -> Upload:
+    data = read_found(found, max_bytes)
+    metadata = {"filename_bytes_hex": found.raw_name.hex()} if found.raw_name else {}
+    return Upload(found.name, data, detect_media_type(data, found.name), metadata)
 
 
 async def ingest_uploads(
@@ -137,7 +187,8 @@ async def _insert_uploads(
     for upload in uploads:
         key = await asyncio.to_thread(blobs.put, upload.data)
         media_type = upload.media_type or detect_media_type(upload.data, upload.filename)
-        rows.append((upload.filename, media_type, len(upload.data), content_key(upload.data), key))
+        digest = content_key(upload.data)
+        rows.append((upload.filename, media_type, len(upload.data), digest, key, upload.metadata))
     params: dict[str, Any] = {
         "owner": owner,
         "filenames": [r[0] for r in rows],
@@ -145,6 +196,7 @@ async def _insert_uploads(
         "sizes": [r[2] for r in rows],
         "sha256s": [r[3] for r in rows],
         "blob_keys": [r[4] for r in rows],
+        "metadatas": [Jsonb(dict(r[5])) for r in rows],
         "max_attempts": max_attempts,
         "priority": priority,
     }
@@ -161,7 +213,7 @@ async def _insert_uploads(
         existing = {r["sha256"]: (r["id"], r["job_id"]) for r in await cur.fetchall()}
         results = []
         seen: set[str] = set()
-        for filename, _, _, sha, _ in rows:
+        for filename, _, _, sha, _, _ in rows:
             if sha in created and sha not in seen:
                 doc_id = created[sha]
                 results.append(IngestResult(doc_id, jobs[doc_id], filename, duplicate=False))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from ingestd.cli.common import (
     with_app,
 )
 from ingestd.db import QUERIES, Database
-from ingestd.ingest import IngestResult, PipelineVersions, ingest_files
+from ingestd.folders import Skipped
+from ingestd.ingest import IngestReport, IngestResult, PipelineVersions, ingest_paths
 from ingestd.search import search as run_search
 from ingestd.states import FAILED_STATES, TERMINAL_STATES, State
 
@@ -60,10 +62,18 @@ def _safe_url(url: str) -> str:
     return url
 
 
+FollowSymlinksOpt = typer.Option(
+    False,
+    "--follow-symlinks",
+    help="Follow symbolic links inside folders (never to targets outside the named paths).",
+)
+
+
 @app.command()
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or folders (recursively)."),
     owner: str | None = OwnerOpt,
+    follow_symlinks: bool = FollowSymlinksOpt,
     priority: int = typer.Option(0, help="Higher runs first."),
     wait: bool = typer.Option(
         False, "--wait", help="Show progress until every job is terminal; exit 1 if any failed."
@@ -74,28 +84,26 @@ def ingest(
     settings = load_settings(owner=owner)
 
     async def body(opened: App) -> int:
-        results = await _ingest(opened, paths, priority)
+        report = await _ingest(opened, paths, priority, follow_symlinks)
         if as_json:
-            print_json([_result_json(r) for r in results])
+            queued = [_result_json(r) for r in report.results]
+            print_json(queued + [_skipped_json(s) for s in report.skipped])
         else:
-            new = sum(not r.duplicate for r in results)
-            again = sum(r.reindexed for r in results)
-            err_console.print(
-                f"queued {new} new document(s); {len(results) - new} already known"
-                + (f", {again} of them re-indexed with the current settings" if again else "")
-            )
+            _print_report(report)
         if not wait:
             return 0
-        counts = await _watch([r.job_id for r in results if r.job_id], opened.db)
+        counts = await _watch(report.job_ids, opened.db)
         return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
 
     raise typer.Exit(run_command(with_app(settings, body)))
 
 
-async def _ingest(opened: App, paths: list[Path], priority: int = 0) -> list[IngestResult]:
+async def _ingest(
+    opened: App, paths: list[Path], priority: int = 0, follow_symlinks: bool = False
+) -> IngestReport:
     settings = opened.settings
     versions = PipelineVersions(opened.ports.chunker.version, opened.ports.embedder.model)
-    return await ingest_files(
+    return await ingest_paths(
         opened.db,
         opened.blobs,
         paths,
@@ -103,11 +111,28 @@ async def _ingest(opened: App, paths: list[Path], priority: int = 0) -> list[Ing
         max_attempts=settings.worker.max_attempts,
         priority=priority,
         versions=versions,
+        follow_symlinks=follow_symlinks,
+        max_bytes=settings.parser.max_bytes,
     )
+
+
+def _print_report(report: IngestReport) -> None:
+    results = report.results
+    new = sum(not r.duplicate for r in results)
+    again = sum(r.reindexed for r in results)
+    err_console.print(
+        f"queued {new} new document(s); {len(results) - new} already known"
+        + (f", {again} of them re-indexed with the current settings" if again else "")
+        + (f"; skipped {len(report.skipped)}" if report.skipped else "")
+    )
+    for entry in report.skipped:
+        line = f"  skipped {entry.path}: {entry.code} ({entry.reason})"
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _result_json(r: IngestResult) -> dict[str, Any]:
     return {
+        "status": "duplicate" if r.duplicate else "queued",
         "document_id": str(r.document_id),
         "job_id": str(r.job_id) if r.job_id else None,
         "filename": r.filename,
@@ -116,13 +141,22 @@ def _result_json(r: IngestResult) -> dict[str, Any]:
     }
 
 
+def _skipped_json(entry: Skipped) -> dict[str, Any]:
+    return {"status": "skipped", "path": entry.path, "code": entry.code, "reason": entry.reason}
+
+
 async def _job_counts(db: Database, job_ids: list[uuid.UUID]) -> dict[str, int]:
     rows = await db.fetch_all(QUERIES["job_states_of"], {"ids": job_ids})
     return {row["state"]: row["n"] for row in rows}
 
 
-async def _watch(job_ids: list[uuid.UUID], db: Database, poll: float = 0.25) -> dict[str, int]:
-    """A progress bar until every job in ``job_ids`` is terminal; returns the state counts."""
+async def _watch(jobs: Iterable[uuid.UUID], db: Database, poll: float = 0.25) -> dict[str, int]:
+    """A progress bar until every job in ``jobs`` is terminal; returns the state counts.
+
+    Jobs are counted once however often they are named (identical files share one), and a job
+    deleted meanwhile (its document removed) counts as done, so the wait always ends.
+    """
+    job_ids = sorted(set(jobs))
     terminal = {s.value for s in TERMINAL_STATES}
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -135,7 +169,8 @@ async def _watch(job_ids: list[uuid.UUID], db: Database, poll: float = 0.25) -> 
         task = bar.add_task("ingesting", total=len(job_ids), detail="")
         while True:
             counts = await _job_counts(db, job_ids)
-            done = sum(n for s, n in counts.items() if s in terminal)
+            gone = len(job_ids) - sum(counts.values())
+            done = gone + sum(n for s, n in counts.items() if s in terminal)
             failed = sum(n for s, n in counts.items() if State(s) in FAILED_STATES)
             bar.update(task, completed=done, detail=f"failed {failed}" if failed else "")
             if done >= len(job_ids):
@@ -185,6 +220,7 @@ def worker(
 def run(
     paths: list[Path] = typer.Argument(..., help="Files or folders (recursively)."),
     owner: str | None = OwnerOpt,
+    follow_symlinks: bool = FollowSymlinksOpt,
     processes: int = typer.Option(0, help="Worker processes to start (0: work in this process)."),
     concurrency: int | None = typer.Option(
         None, envvar="INGESTD_WORKER__CONCURRENCY", help="Jobs at once per worker."
@@ -196,17 +232,17 @@ def run(
     started = time.monotonic()
 
     async def body(opened: App) -> int:
-        results = await _ingest(opened, paths)
-        job_ids = [r.job_id for r in results if r.job_id]
-        counts = await _drive(opened, job_ids, processes)
+        report = await _ingest(opened, paths, follow_symlinks=follow_symlinks)
+        _print_report(report)
+        counts = await _drive(opened, report.job_ids, processes)
         elapsed = time.monotonic() - started
-        await _summary(opened, counts, len(results), elapsed, query)
+        await _summary(opened, counts, len(report.results), elapsed, query)
         return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
 
     raise typer.Exit(run_command(with_app(settings, body)))
 
 
-async def _drive(opened: App, job_ids: list[uuid.UUID], processes: int) -> dict[str, int]:
+async def _drive(opened: App, job_ids: set[uuid.UUID], processes: int) -> dict[str, int]:
     if processes <= 0:
         work = opened.worker()
         task = asyncio.create_task(work.run())

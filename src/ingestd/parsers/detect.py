@@ -191,6 +191,8 @@ def _looks_like_json(head: bytes, *, complete: bool) -> bool:
             json.loads(head.decode("utf-8", errors="strict").lstrip("\ufeff"))
         except (ValueError, UnicodeDecodeError):
             return False
+        except RecursionError:
+            return True  # brackets nested past the stack: JSON the parser will refuse clearly
         return True
     return bool(re.match(rb'[{\[]\s*("|\{|\[|\]|\}|-?\d|true|false|null)', stripped))
 

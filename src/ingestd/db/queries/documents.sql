@@ -1,10 +1,11 @@
 -- Documents: upload (with dedup by owner + content hash), lookup. Used by ingestd/ingest.py.
 
 -- name: insert_documents
-INSERT INTO documents (owner, filename, media_type, size_bytes, sha256, blob_key)
-SELECT %(owner)s, f, m, s, h, k
+INSERT INTO documents (owner, filename, media_type, size_bytes, sha256, blob_key, metadata)
+SELECT %(owner)s, f, m, s, h, k, md
 FROM unnest(%(filenames)s::text[], %(media_types)s::text[], %(sizes)s::bigint[],
-            %(sha256s)s::text[], %(blob_keys)s::text[]) AS u(f, m, s, h, k)
+            %(sha256s)s::text[], %(blob_keys)s::text[], %(metadatas)s::jsonb[])
+     AS u(f, m, s, h, k, md)
 ON CONFLICT (owner, sha256) DO NOTHING
 RETURNING id, sha256
 
