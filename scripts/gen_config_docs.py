@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from ingestd.config import (
+    BlobSettings,
     ChunkerSettings,
     HashEmbedderSettings,
     LlamaParseSettings,
@@ -109,6 +110,7 @@ PROVIDERS: list[tuple[str, str, list[type[BaseModel]]]] = [
     ),
     ("worker", "INGESTD_WORKER__", [WorkerSettings]),
     ("observability", "INGESTD_OBSERVABILITY__", [ObservabilitySettings]),
+    ("blobs", "INGESTD_BLOBS__", [BlobSettings]),
 ]
 
 
@@ -140,7 +142,7 @@ def _rows(prefix: str, key_prefix: str, model: type[BaseModel]) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         key = f"{key_prefix}{name}"
-        if name in ("worker", "parser", "chunker", "embedder", "observability"):
+        if name in ("worker", "parser", "chunker", "embedder", "observability", "blobs"):
             continue
         default = "per-user data folder" if key == "home" else _default(field)
         meaning = HELP.get(key) or field.description or ""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 
+from ingestd.blobs import open_blob_store
 from ingestd.chunking import MarkdownChunker
 from ingestd.config import (
     HashEmbedderSettings,
@@ -26,10 +27,9 @@ from ingestd.jobs import JobStore
 from ingestd.observability import metrics
 from ingestd.observability.transport import metered_client
 from ingestd.parsers.isolation import ParserPool
-from ingestd.ports import Chunker, Embedder, ParsedDocument
+from ingestd.ports import BlobStore, Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig
 from ingestd.stages import ParseFn, Pipeline, StagePorts
-from ingestd.storage import LocalBlobStore
 from ingestd.worker import Worker, new_worker_id
 
 # Small plain-text and Markdown files are parsed inline; everything else in the parser pool.
@@ -176,14 +176,16 @@ def build_parse(settings: Settings, pool: ParserPool) -> tuple[ParseFn, str]:
     return parse, parser.name
 
 
-def build_ports(settings: Settings, http: httpx.AsyncClient, pool: ParserPool) -> StagePorts:
+def build_ports(
+    settings: Settings, http: httpx.AsyncClient, pool: ParserPool, blobs: BlobStore
+) -> StagePorts:
     from ingestd.parsers.validate import validate_parsed
 
     embedder = build_embedder(settings, http)
     parse, parser_name = build_parse(settings, pool)
     remote = build_remote(settings, http)
     return StagePorts(
-        blobs=LocalBlobStore(settings.blob_dir),
+        blobs=blobs,
         parse=parse,
         validate=functools.partial(validate_parsed),
         chunker=build_chunker(settings, embedder),
@@ -207,8 +209,7 @@ class App:
     ports: StagePorts
 
     @property
-    def blobs(self) -> LocalBlobStore:
-        assert isinstance(self.ports.blobs, LocalBlobStore)
+    def blobs(self) -> BlobStore:
         return self.ports.blobs
 
     def worker(self, *, burst: bool = False, worker_id: str | None = None) -> Worker:
@@ -232,9 +233,12 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
     pool = ParserPool(parser_pool_size(settings))
     db = Database.from_settings(settings)
     ports: StagePorts | None = None
+    stores = ExitStack()
     try:
-        ports = build_ports(settings, http, pool)
         await db.open()
+        # After the migrations: the PostgreSQL blob store's tables must exist.
+        blobs = stores.enter_context(open_blob_store(settings, db.url))
+        ports = build_ports(settings, http, pool, blobs)
         embedder = ports.embedder
         await db.ensure_vector_index(embedder.model, embedder.dimensions)
         yield App(settings, db, ports)
@@ -242,6 +246,7 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
         await db.close()
         await http.aclose()
         await asyncio.to_thread(pool.close)
+        await asyncio.to_thread(stores.close)
         if ports is not None:
             close = getattr(ports.embedder, "aclose", None)
             if close is not None:

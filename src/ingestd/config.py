@@ -190,6 +190,35 @@ class ObservabilitySettings(BaseModel):
     )
 
 
+class BlobSettings(BaseModel):
+    """Where uploads and parsed text are kept (docs/decisions/0008-blob-stores.md)."""
+
+    backend: Literal["auto", "local", "postgres", "s3"] = Field(
+        "auto",
+        description="`local` (a folder under the home), `postgres` (the database itself), `s3` "
+        "(an S3-compatible bucket), or `auto`: `postgres` when `INGESTD_DATABASE_URL` is set, "
+        "else `local`.",
+    )
+    part_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="postgres: blobs are stored in parts of this size (reads stream by part).",
+    )
+    s3_bucket: str | None = Field(None, description="s3: the bucket (must exist).")
+    s3_prefix: str = Field("", description="s3: a key prefix inside the bucket, e.g. `ingestd/`.")
+    s3_endpoint_url: str | None = Field(
+        None, description="s3: the endpoint of an S3-compatible server; unset: AWS."
+    )
+    s3_region: str | None = Field(None, description="s3: the region; unset: boto3's default.")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="s3: the access key id; unset: boto3's credential chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="s3: the secret access key; unset: boto3's credential chain."
+    )
+
+
 class Settings(BaseSettings):
     """Everything ingestd reads from its environment."""
 
@@ -212,6 +241,7 @@ class Settings(BaseSettings):
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
     embedder: EmbedderSettings = Field(default_factory=HashEmbedderSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    blobs: BlobSettings = Field(default_factory=BlobSettings)
 
     @property
     def blob_dir(self) -> Path:

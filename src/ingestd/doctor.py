@@ -17,9 +17,9 @@ import httpx
 
 from ingestd import __version__
 from ingestd.app import build_embedder, build_remote
+from ingestd.blobs import blob_backend, open_blob_store
 from ingestd.config import LlamaParseSettings, OpenAIEmbedderSettings, Settings
-from ingestd.db import Database
-from ingestd.storage import LocalBlobStore
+from ingestd.db import Database, resolve_database_url
 
 LIVE_PARSE_TIMEOUT_SECONDS = 120.0
 
@@ -74,15 +74,21 @@ async def _database(settings: Settings) -> str:
 
 
 async def _blobs(settings: Settings) -> str:
-    store = LocalBlobStore(settings.blob_dir)
+    backend = blob_backend(settings)
+    url = await asyncio.to_thread(resolve_database_url, settings) if backend == "postgres" else ""
     probe = f"ingestd doctor {time.time()}".encode()
-    key = await asyncio.to_thread(store.put, probe)
-    try:
-        if await asyncio.to_thread(store.get, key) != probe:
-            raise RuntimeError("read back different bytes")
-    finally:
-        await asyncio.to_thread(store.delete, key)
-    return f"{settings.blob_dir} writable"
+
+    def round_trip() -> str:
+        with open_blob_store(settings, url) as store:
+            key = store.put(probe)
+            try:
+                if store.get(key) != probe:
+                    raise RuntimeError("read back different bytes")
+            finally:
+                store.delete(key)
+            return f"{backend}: {store} writable"
+
+    return await asyncio.to_thread(round_trip)
 
 
 async def _embedder(settings: Settings, live: bool) -> str:

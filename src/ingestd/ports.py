@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -106,9 +107,19 @@ class Embedder(Protocol):
 
 @runtime_checkable
 class BlobStore(Protocol):
-    """Content-addressed bytes: ``put`` returns the key (the sha256 hex of the content)."""
+    """Content-addressed bytes: ``put`` returns the key (the sha256 hex of the content).
+
+    Calls block (file or network I/O): callers on the event loop run them in a thread, except
+    small ones on a store whose ``inline_io`` attribute is true (a local folder).
+    ``get`` of an unknown key raises ``PermanentError("blob.missing")``; a store that cannot be
+    reached raises ``TransientError("blob.unavailable")``.
+    """
 
     def put(self, data: bytes) -> str: ...
+
+    def put_file(self, path: Path) -> str:
+        """Store a file's content, read in pieces (never whole in memory where the store can)."""
+        ...
 
     def get(self, key: str) -> bytes: ...
 

@@ -260,11 +260,11 @@ class Pipeline:
                 return error_outcome(job, as_ingestd_error(exc), self.settings)
         started = time.monotonic()
         try:
-            data = await off_loop(job.size_bytes, self.ports.blobs.get, job.blob_key)
+            data = await self._blob_io(job.size_bytes, self.ports.blobs.get, job.blob_key)
             parsed = await self.ports.parse(data, job.media_type, job.filename)
             del data
             text = parsed.markdown.encode()
-            key = await off_loop(len(text), self.ports.blobs.put, text)
+            key = await self._blob_io(len(text), self.ports.blobs.put, text)
         except Exception as exc:
             return error_outcome(job, as_ingestd_error(exc), self.settings, _ms(started))
         if len(parsed.markdown) <= PARSED_CACHE_MAX_CHARS:
@@ -279,6 +279,13 @@ class Pipeline:
             usage={"parse_pages": parsed.page_count or 0},
         )
 
+    async def _blob_io(self, size: int, function: Callable[..., T], *args: Any) -> T:
+        """A blob store call: small ones inline on a local folder, all others in a thread (a
+        database or network round trip must never stall the event loop)."""
+        if not getattr(self.ports.blobs, "inline_io", False):
+            return await asyncio.to_thread(function, *args)
+        return await off_loop(size, function, *args)
+
     async def _load_parsed(self, job: ClaimedJob) -> ParsedDocument:
         cached = self._parsed.get(job.id)
         if cached is not None:
@@ -286,7 +293,7 @@ class Pipeline:
         if job.parsed_blob_key is None:
             raise PermanentError("parse.missing_output", "the job has no parsed text to work on")
         size = int(job.parse_metadata.get("chars") or INLINE_MAX_BYTES)
-        raw = await off_loop(size, self.ports.blobs.get, job.parsed_blob_key)
+        raw = await self._blob_io(size, self.ports.blobs.get, job.parsed_blob_key)
         return ParsedDocument.from_stored(raw.decode(), job.parse_metadata)
 
     async def _validate(self, jobs: list[ClaimedJob]) -> StageResult:

@@ -160,3 +160,13 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+def repeated_transitions(url: str) -> list[tuple[Any, ...]]:
+    """(job, from, to) of every transition recorded more than once: [] when each stage of each
+    job succeeded exactly once."""
+    return query(
+        url,
+        "SELECT job_id, from_state, to_state FROM job_events WHERE kind = 'transition'"
+        " GROUP BY 1, 2, 3 HAVING count(*) > 1",
+    )

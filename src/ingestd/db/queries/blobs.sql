@@ -1,0 +1,33 @@
+-- The PostgreSQL blob store (ingestd/blobs/postgres.py).
+
+-- name: put_small_blob
+-- A one-part blob in one statement: the header and its part, or nothing when the key exists
+-- (a concurrent put of the same bytes waits here for the first to commit, then does nothing).
+WITH head AS (
+    INSERT INTO blobs (key, size_bytes, parts) VALUES (%(key)s, %(size)s, 1)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+)
+INSERT INTO blob_parts (key, part, data) SELECT key, 0, %(data)s FROM head
+
+-- name: claim_blob
+-- The header of a many-part blob, written first in the transaction that then copies its parts.
+INSERT INTO blobs (key, size_bytes, parts) VALUES (%(key)s, %(size)s, %(parts)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING key
+
+-- name: copy_blob_parts
+COPY blob_parts (key, part, data) FROM STDIN (FORMAT BINARY)
+
+-- name: get_blob
+SELECT b.parts, p.data FROM blobs b JOIN blob_parts p USING (key)
+WHERE b.key = %(key)s ORDER BY p.part
+
+-- name: get_blob_part
+SELECT data FROM blob_parts WHERE key = %(key)s AND part = %(part)s
+
+-- name: blob_header
+SELECT size_bytes, parts FROM blobs WHERE key = %(key)s
+
+-- name: delete_blob
+DELETE FROM blobs WHERE key = %(key)s

@@ -1,0 +1,108 @@
+"""What is particular to each store beyond the shared contract: PostgreSQL's parts and outages,
+S3's object names and errors, and the wiring that picks a store from settings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestd.app import open_app
+from ingestd.blobs.postgres import PostgresBlobStore
+from ingestd.blobs.s3 import S3BlobStore
+from ingestd.config import BlobSettings, Settings
+from ingestd.errors import PermanentError, TransientError
+from ingestd.ingest import ingest_files
+from ingestd.ports import BlobStore
+from ingestd.storage import LocalBlobStore
+from tests.e2e.procs import query
+from tests.factories import write_corpus
+from tests.integration.blobs.conftest import TEST_PART_BYTES
+
+
+def test_postgres_keeps_large_blobs_in_parts_and_streams_them(
+    make_store: Callable[[str], BlobStore], blob_db_url: str
+) -> None:
+    store = make_store("postgres")
+    assert isinstance(store, PostgresBlobStore)
+    data = os.urandom(TEST_PART_BYTES * 3 + 10)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        keys = set(pool.map(lambda _: store.put(data), range(4)))
+    (key,) = keys
+    header = query(blob_db_url, "SELECT size_bytes, parts FROM blobs WHERE key = %s", (key,))
+    assert header == [(len(data), 4)]
+    sizes = query(
+        blob_db_url, "SELECT length(data) FROM blob_parts WHERE key = %s ORDER BY part", (key,)
+    )
+    assert [s for (s,) in sizes] == [TEST_PART_BYTES] * 3 + [10]
+    pieces = list(store.iter_parts(key))
+    assert [len(p) for p in pieces] == [s for (s,) in sizes]
+    assert b"".join(pieces) == data
+    store.delete(key)
+    assert query(blob_db_url, "SELECT count(*) FROM blob_parts WHERE key = %s", (key,)) == [(0,)]
+
+
+def test_postgres_store_unreachable_is_transient() -> None:
+    store = PostgresBlobStore(
+        "postgresql://ingestd@127.0.0.1:9/none?connect_timeout=1", retry_seconds=0.5
+    )
+    store.open()
+    try:
+        with pytest.raises(TransientError) as down:
+            store.get(hashlib.sha256(b"x").hexdigest())
+        assert down.value.code == "blob.unavailable"
+    finally:
+        store.close()
+
+
+def test_s3_object_names_and_errors(s3_settings: BlobSettings, s3_bucket: tuple[Any, Any]) -> None:
+    client = s3_bucket[1]
+    assert s3_settings.s3_bucket is not None
+    store = S3BlobStore(client, s3_settings.s3_bucket, s3_settings.s3_prefix)
+    key = store.put(b"hello")
+    listed = client.list_objects_v2(Bucket=s3_settings.s3_bucket, Prefix=s3_settings.s3_prefix)
+    names = [o["Key"] for o in listed["Contents"]]
+    assert names == [f"{s3_settings.s3_prefix}{key[:2]}/{key[2:4]}/{key}"]
+
+    with pytest.raises(PermanentError) as no_bucket:
+        S3BlobStore(client, "no-such-bucket-here").get(key)
+    assert no_bucket.value.code == "blob.s3_error"
+
+    down = s3_settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"})
+    with pytest.raises(TransientError) as unreachable:
+        S3BlobStore.from_settings(down).put(b"hello")
+    assert unreachable.value.code == "blob.unavailable"
+
+
+async def test_the_app_picks_the_store_from_settings(
+    make_settings: Callable[..., Settings], s3_settings: BlobSettings, tmp_path: Path
+) -> None:
+    # A database URL and backend=auto: the database keeps the blobs.
+    async with open_app(make_settings()) as app:
+        assert isinstance(app.blobs, PostgresBlobStore)
+    async with open_app(make_settings(blobs=BlobSettings(backend="local"))) as app:
+        assert isinstance(app.blobs, LocalBlobStore)
+        assert app.blobs.root == app.settings.blob_dir
+    # S3 from settings alone, through the whole pipeline; nothing lands in the home.
+    write_corpus(tmp_path / "docs", 4)
+    async with open_app(make_settings(blobs=s3_settings)) as app:
+        assert isinstance(app.blobs, S3BlobStore)
+        await ingest_files(app.db, app.blobs, [tmp_path / "docs"], owner="s3")
+        assert await app.worker(burst=True).run() == 0
+        rows = await app.db.fetch_all(
+            "SELECT j.state, d.blob_key, j.parsed_blob_key FROM jobs j"
+            " JOIN documents d ON d.id = j.document_id"
+        )
+        assert not app.settings.blob_dir.exists()
+    assert [r["state"] for r in rows] == ["complete"] * 4
+    stored = S3BlobStore.from_settings(s3_settings)
+    uploads = {hashlib.sha256(f.read_bytes()).hexdigest() for f in (tmp_path / "docs").iterdir()}
+    assert {r["blob_key"] for r in rows} == uploads
+    for row in rows:
+        assert hashlib.sha256(stored.get(row["blob_key"])).hexdigest() == row["blob_key"]
+        assert stored.get(row["parsed_blob_key"]).startswith(b"#")
