@@ -19,6 +19,8 @@ from pydantic_core import PydanticUndefined
 
 from ingestd.config import (
     BlobSettings,
+    BreakerSettings,
+    BudgetSettings,
     ChunkerSettings,
     HashEmbedderSettings,
     LlamaParseSettings,
@@ -26,7 +28,9 @@ from ingestd.config import (
     LocalParserSettings,
     ObservabilitySettings,
     OpenAIEmbedderSettings,
+    ServiceLimitSettings,
     Settings,
+    TrafficSettings,
     WorkerSettings,
 )
 from ingestd.faultpoints import FaultSpec
@@ -100,6 +104,10 @@ HELP: dict[str, str] = {
     "embedder.max_retries": "openai: the SDK's own retries (ingestd retries itself).",
 }
 
+SHOWN_DEFAULTS = {"home": "per-user data folder", "traffic.limits": "see below"}
+# Groups documented in sections of their own.
+NESTED = ("worker", "parser", "chunker", "embedder", "observability", "blobs", "traffic", "breaker")
+
 PROVIDERS: list[tuple[str, str, list[type[BaseModel]]]] = [
     ("parser", "INGESTD_PARSER__", [LocalParserSettings, LlamaParseSettings]),
     ("chunker", "INGESTD_CHUNKER__", [ChunkerSettings]),
@@ -138,16 +146,55 @@ def _type(field: FieldInfo) -> str:
     return text.replace("|", "\\|") if "Literal" not in str(field.annotation) else text
 
 
-def _rows(prefix: str, key_prefix: str, model: type[BaseModel]) -> list[str]:
+def _rows(
+    prefix: str, key_prefix: str, model: type[BaseModel], upper: bool = True
+) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         key = f"{key_prefix}{name}"
-        if name in ("worker", "parser", "chunker", "embedder", "observability", "blobs"):
+        if name in NESTED:
             continue
-        default = "per-user data folder" if key == "home" else _default(field)
+        default = SHOWN_DEFAULTS.get(key) or _default(field)
         meaning = HELP.get(key) or field.description or ""
-        rows.append(f"| `{prefix}{name.upper()}` | {_type(field)} | {default} | {meaning} |")
+        shown = name.upper() if upper else name
+        rows.append(f"| `{prefix}{shown}` | {_type(field)} | {default} | {meaning} |")
     return rows
+
+
+def _traffic_section() -> list[str]:
+    """Traffic control: its own settings, the breaker, a service's limits, a budget's fields."""
+    header = ["| variable | type | default | meaning |", "|---|---|---|---|"]
+    limits = ", ".join(
+        f"{name}: {limit.model_dump(exclude_none=True)}"
+        for name, limit in TrafficSettings().limits.items()
+    )
+    return [
+        "## Traffic",
+        "",
+        (TrafficSettings.__doc__ or "").strip() + " See docs/howto/traffic.md.",
+        "",
+        *header,
+        *_rows("INGESTD_TRAFFIC__", "traffic.", TrafficSettings),
+        "",
+        "### Circuit breakers (`INGESTD_TRAFFIC__BREAKER__...`)",
+        "",
+        *header,
+        *_rows("INGESTD_TRAFFIC__BREAKER__", "traffic.breaker.", BreakerSettings),
+        "",
+        "### Rate limits of a service (`INGESTD_TRAFFIC__LIMITS__<SERVICE>__...`)",
+        "",
+        " ".join((ServiceLimitSettings.__doc__ or "").split()) + f" Defaults: {limits}.",
+        "",
+        *header,
+        *_rows("INGESTD_TRAFFIC__LIMITS__<SERVICE>__", "traffic.limits.", ServiceLimitSettings),
+        "",
+        "### A budget (an item of the JSON list `INGESTD_TRAFFIC__BUDGETS`)",
+        "",
+        "| field | type | default | meaning |",
+        "|---|---|---|---|",
+        *_rows("", "traffic.budgets.", BudgetSettings, upper=False),
+        "",
+    ]
 
 
 def render() -> str:
@@ -182,6 +229,7 @@ def render() -> str:
             lines += ["| variable | type | default | meaning |", "|---|---|---|---|"]
             lines += [r for r in _rows(env, f"{section}.", model) if "PROVIDER`" not in r]
             lines.append("")
+    lines += _traffic_section()
     lines += [
         "## Fault points (`INGESTD_FAULTS`)",
         "",

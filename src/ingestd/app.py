@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from ingestd.parsers.isolation import ParserPool
 from ingestd.ports import BlobStore, Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig
 from ingestd.stages import ParseFn, Pipeline, StagePorts
+from ingestd.traffic import Traffic, build_traffic
 from ingestd.worker import Worker, new_worker_id
 
 # Small plain-text and Markdown files are parsed inline; everything else in the parser pool.
@@ -40,7 +43,9 @@ TRIVIAL_INLINE_BYTES = 64 * 1024
 LOCAL_MODEL_CHUNK_TOKENS = 200
 
 
-def build_embedder(settings: Settings, http: httpx.AsyncClient | None = None) -> Embedder:
+def build_embedder(
+    settings: Settings, http: httpx.AsyncClient | None = None, traffic: Traffic | None = None
+) -> Embedder:
     config = settings.embedder
     if isinstance(config, HashEmbedderSettings):
         from ingestd.embedders.hash import HashEmbedder
@@ -77,6 +82,7 @@ def build_embedder(settings: Settings, http: httpx.AsyncClient | None = None) ->
             max_retries=config.max_retries,
             truncate=config.truncate,
             http_client=http,
+            governor=traffic.governor if traffic is not None else None,
         )
     raise ConfigurationError(f"unknown embedder provider: {config!r}")
 
@@ -177,11 +183,15 @@ def build_parse(settings: Settings, pool: ParserPool) -> tuple[ParseFn, str]:
 
 
 def build_ports(
-    settings: Settings, http: httpx.AsyncClient, pool: ParserPool, blobs: BlobStore
+    settings: Settings,
+    http: httpx.AsyncClient,
+    pool: ParserPool,
+    blobs: BlobStore,
+    traffic: Traffic | None = None,
 ) -> StagePorts:
     from ingestd.parsers.validate import validate_parsed
 
-    embedder = build_embedder(settings, http)
+    embedder = build_embedder(settings, http, traffic)
     parse, parser_name = build_parse(settings, pool)
     remote = build_remote(settings, http)
     return StagePorts(
@@ -197,6 +207,8 @@ def build_ports(
             if isinstance(settings.embedder, OpenAIEmbedderSettings)
             else 0.0
         ),
+        embedding_service=settings.embedder.provider,
+        traffic=traffic,
     )
 
 
@@ -225,6 +237,11 @@ class App:
         return Worker(self.db, store, pipeline, self.settings.worker, burst=burst)
 
 
+def process_id() -> str:
+    """Who acts, in breaker events: this machine and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @asynccontextmanager
 async def open_app(settings: Settings) -> AsyncIterator[App]:
     """Open the database (migrating it) and build the adapters; close both at the end."""
@@ -238,7 +255,8 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
         await db.open()
         # After the migrations: the PostgreSQL blob store's tables must exist.
         blobs = stores.enter_context(open_blob_store(settings, db.url))
-        ports = build_ports(settings, http, pool, blobs)
+        traffic = build_traffic(db, settings.traffic, process_id())
+        ports = build_ports(settings, http, pool, blobs, traffic)
         embedder = ports.embedder
         await db.ensure_vector_index(embedder.model, embedder.dimensions)
         yield App(settings, db, ports)

@@ -219,6 +219,83 @@ class BlobSettings(BaseModel):
     )
 
 
+class ServiceLimitSettings(BaseModel):
+    """One external service's rate limits, shared by every worker (per model for embeddings).
+
+    The figures are per ``window_seconds`` (60: per minute); unset means unlimited. They are the
+    starting point: the vendor's ``x-ratelimit-*`` headers correct them as answers arrive.
+    """
+
+    requests_per_minute: float | None = Field(None, gt=0, description="Requests per window.")
+    tokens_per_minute: float | None = Field(None, gt=0, description="Tokens per window.")
+    pages_per_minute: float | None = Field(None, gt=0, description="Pages per window.")
+    window_seconds: float = Field(60.0, gt=0, description="The window the figures are per.")
+
+
+def _default_service_limits() -> dict[str, ServiceLimitSettings]:
+    # OpenAI's first paid tier for text-embedding-3-*; LlamaParse documents no figure.
+    return {
+        "openai": ServiceLimitSettings(requests_per_minute=3000, tokens_per_minute=1_000_000),
+        "llamaparse": ServiceLimitSettings(requests_per_minute=600),
+    }
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breakers per external service, their state shared by every worker."""
+
+    failure_rate: float = Field(
+        0.5, gt=0, le=1, description="Open when this share of the window's calls failed."
+    )
+    min_calls: int = Field(5, ge=1, description="Calls a window needs before it can open.")
+    window_seconds: float = Field(30.0, gt=0, description="Length of the counting window.")
+    open_seconds: float = Field(10.0, gt=0, description="Open this long before one probe.")
+    probe_timeout_seconds: float = Field(
+        60.0, gt=0, description="A probe that reports nothing for this long is replaced."
+    )
+
+
+class BudgetSettings(BaseModel):
+    """A spending cap: when the next call would cross it, jobs park (``budget.exhausted``)."""
+
+    service: str = Field(description="openai, llamaparse, ... or * for every service.")
+    owner: str | None = Field(
+        None, description="One owner; * for each owner separately; unset for all owners together."
+    )
+    period: Literal["day", "month"] = Field("day", description="Calendar period (UTC).")
+    usd: float | None = Field(None, ge=0, description="Cost cap in US dollars.")
+    tokens: float | None = Field(None, ge=0, description="Token cap.")
+    pages: float | None = Field(None, ge=0, description="Page cap.")
+
+
+class TrafficSettings(BaseModel):
+    """Fleet-wide traffic control: shared rate limits, circuit breakers, budgets."""
+
+    mode: Literal["shared", "process", "off"] = Field(
+        "shared",
+        description="Rate limits kept in the database for every worker (shared), in each "
+        "process on its own (process: the behaviour before shared limits), or none (off).",
+    )
+    max_wait_seconds: float = Field(
+        20.0, ge=0, description="A request waits this long for capacity; longer: the job parks."
+    )
+    headroom: float = Field(
+        0.95, gt=0, le=1, description="Share of the vendor's limit that ingestd aims to use."
+    )
+    adapt_to_headers: bool = Field(
+        True, description="Correct limits from the vendor's x-ratelimit-* headers."
+    )
+    limits: dict[str, ServiceLimitSettings] = Field(
+        default_factory=_default_service_limits, description="Rate limits by service."
+    )
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    budgets: list[BudgetSettings] = Field(
+        default_factory=list, description="Spending caps (JSON list of budgets)."
+    )
+    budget_recheck_seconds: float = Field(
+        300.0, gt=0, description="Jobs parked on a budget look again this often."
+    )
+
+
 class Settings(BaseSettings):
     """Everything ingestd reads from its environment."""
 
@@ -242,6 +319,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = Field(default_factory=HashEmbedderSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
 
     @property
     def blob_dir(self) -> Path:

@@ -5,7 +5,10 @@
     │   └── RateLimitedError     retry after the time the vendor asked for
     ├── PermanentError           fail the stage at once (bad content, auth, validation)
     │   └── IllegalTransition    a state change the state machine forbids
-    └── RecoverableError         a service is down: wait on its circuit breaker, then retry
+    ├── RecoverableError         a service is down: wait, then retry; counted leniently
+    └── Throttled                not a failure: a shared rate limit, an open circuit breaker or
+                                 a spent budget; the job is parked (no attempt counted) until
+                                 ``delay`` has passed, with ``waiting_on`` naming what it awaits
         (and LeaseLost, raised inside a worker when its fencing token no longer matches)
 
 Vendor and driver errors are translated at the adapter boundary, keeping the original as
@@ -61,6 +64,25 @@ class RecoverableError(IngestdError):
     """A dependency is down: wait for it (circuit breaker), then retry; counted leniently."""
 
     kind = "recoverable"
+
+
+class Throttled(IngestdError):
+    """Capacity is missing, not the request at fault: park the job for ``delay`` seconds.
+
+    Attempts stay unchanged. ``waiting_on`` names what the job waits for: a rate limit
+    (``openai:text-embedding-3-small:tokens``),
+    a circuit breaker (``breaker:openai``) or a budget (``budget:openai:day``). Codes:
+    ``traffic.rate_limited``, ``traffic.breaker_open``, ``budget.exhausted``.
+    """
+
+    kind = "throttled"
+
+    def __init__(
+        self, code: str, message: str, *, waiting_on: str, delay: float, **details: Any
+    ) -> None:
+        super().__init__(code, message, waiting_on=waiting_on, delay=round(delay, 3), **details)
+        self.waiting_on = waiting_on
+        self.delay = delay
 
 
 class IllegalTransition(PermanentError):

@@ -69,7 +69,8 @@ class Outcome:
 
     job: ClaimedJob
     to_state: State
-    kind: str = "transition"  # transition | retry | fail | wait
+    # transition | retry | fail | wait (on a vendor) | park (throttled: no attempt counted)
+    kind: str = "transition"
     release: bool = False  # give up the lease (terminal, retry later, waiting on a vendor)
     delay: float | None = None  # seconds until next_attempt_at, when the job is released
     retry_count: int = 0

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ingestd.errors import IngestdError
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
@@ -90,8 +92,12 @@ class EmbeddingUsage:
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingResult:
+    """Vectors in input order. An input the provider rejected (poison) has an empty vector and
+    its error in ``failures`` (by input index); the other inputs are embedded."""
+
     vectors: list[list[float]]
     usage: EmbeddingUsage
+    failures: dict[int, IngestdError] = field(default_factory=dict)
 
 
 @runtime_checkable

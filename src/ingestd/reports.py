@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
 from ingestd.states import HAPPY_PATH, RETRY_FROM, TERMINAL_STATES, State
+from ingestd.traffic.report import snapshot as traffic_snapshot
 
 
 def progress(
@@ -87,7 +88,9 @@ async def status(
             "workers": workers,
         }
 
-    return _jsonable(await db.transaction(work))  # type: ignore[no-any-return]
+    found = await db.transaction(work)
+    found["traffic"] = await traffic_snapshot(db, events=5)
+    return _jsonable(found)  # type: ignore[no-any-return]
 
 
 async def list_jobs(
@@ -123,17 +126,35 @@ async def get_job(db: Database, job_id: str, *, owner: str | None = None) -> dic
 
 
 async def retry_jobs(
-    db: Database, job_ids: Sequence[uuid.UUID] | None = None, *, owner: str | None = None
+    db: Database,
+    job_ids: Sequence[uuid.UUID] | None = None,
+    *,
+    owner: str | None = None,
+    states: Sequence[str] | None = None,
+    codes: Sequence[str] | None = None,
+    since: datetime | None = None,
 ) -> list[uuid.UUID]:
-    """Send failed (or cancelled) jobs back to the start of the stage that failed."""
+    """Send failed (or cancelled) jobs back to the start of the stage that failed.
+
+    Filters (all optional, combined): ``states`` (``failed_embedding``), error ``codes``
+    (``embed.rate_limited``), ``since`` (entered that state at or after). When ids, states or
+    codes are given, parked jobs that match (waiting on a limit, breaker or budget, e.g.
+    ``budget.exhausted`` after the budget was raised) are made due now as well.
+    Returns the ids requeued or woken.
+    """
     params = {
         "ids": list(job_ids) if job_ids is not None else None,
         "owner": owner,
+        "states": list(states) if states else None,
+        "codes": list(codes) if codes else None,
+        "since": since,
         "from_states": [s.value for s in RETRY_FROM],
         "to_states": [s.value for s in RETRY_FROM.values()],
     }
-
-    return await _requeue(db, "retry_jobs", params)
+    moved = await _requeue(db, "retry_jobs", params)
+    if job_ids is not None or states or codes:
+        moved += await _requeue(db, "wake_parked_jobs", params)
+    return moved
 
 
 async def reindex_jobs(

@@ -1,4 +1,9 @@
-"""Pure rules for failures: backoff, and what a classified error does to a job."""
+"""Pure rules for failures: backoff, and what a classified error does to a job.
+
+A throttle is never a failure: an error that says "capacity is missing" (a shared rate limit, a
+vendor's 429, an open circuit breaker, a spent budget) parks the job — released until capacity
+returns, its retry count unchanged — instead of counting as a failed try.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from ingestd.errors import (
     PermanentError,
     RateLimitedError,
     RecoverableError,
+    Throttled,
 )
 
 
@@ -35,8 +41,27 @@ SERVICE_WAIT_FACTOR = 10
 
 def should_fail(error: IngestdError, retry_count: int, max_attempts: int) -> bool:
     """Fail the stage now (permanent error, or out of tries) rather than retry it."""
+    if park_for(error, base=1.0, cap=1.0) is not None:
+        return False
     if isinstance(error, PermanentError):
         return True
-    if isinstance(error, RateLimitedError | RecoverableError):
+    if isinstance(error, RecoverableError):
         return retry_count + 1 >= max_attempts * SERVICE_WAIT_FACTOR
     return retry_count + 1 >= max_attempts
+
+
+# Parked jobs come back at least this much later, so a parked job never spins.
+MIN_PARK_SECONDS = 0.05
+
+
+def park_for(error: IngestdError, base: float, cap: float) -> tuple[str, float] | None:
+    """(what the job waits on, seconds to park it) for a throttle; ``None`` for a failure.
+
+    A vendor's 429 that reached the stage (no shared limiter in between) parks for its
+    Retry-After (or a backoff), waiting on the error code.
+    """
+    if isinstance(error, Throttled):
+        return error.waiting_on, max(MIN_PARK_SECONDS, error.delay)
+    if isinstance(error, RateLimitedError):
+        return error.code, max(MIN_PARK_SECONDS, retry_delay(error, 0, base, cap))
+    return None

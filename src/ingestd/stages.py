@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,7 +23,7 @@ from ingestd.chunking import chunk_id
 from ingestd.config import WorkerSettings
 from ingestd.db import Database
 from ingestd.db.database import Conn
-from ingestd.errors import IngestdError, PermanentError, TransientError
+from ingestd.errors import IngestdError, PermanentError, Throttled, TransientError
 from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import (
     ClaimedJob,
@@ -40,14 +40,17 @@ from ingestd.jobs import (
 from ingestd.observability.metrics import record_fenced_out, record_outcomes
 from ingestd.ports import BlobStore, Chunk, Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig, RemoteParseStage, wake_announced
-from ingestd.retry import retry_delay, should_fail
+from ingestd.retry import park_for, retry_delay, should_fail
 from ingestd.states import FAILURE_OF, State
+from ingestd.traffic import Traffic, Usage
+from ingestd.traffic.budgets import record_usage
 
 log = structlog.get_logger(__name__)
 
 ParseFn = Callable[[bytes, str, str], Awaitable[ParsedDocument]]
 ValidateFn = Callable[[ParsedDocument], None]
 StageResult = tuple[list[Outcome], Writer | None]
+VectorRows = list[tuple[uuid.UUID, str, np.ndarray]]
 
 # Parsed documents up to this size stay in memory between the parse and chunk stages of a batch.
 PARSED_CACHE_MAX_CHARS = 1_000_000
@@ -55,6 +58,8 @@ PARSED_CACHE_MAX_CHARS = 1_000_000
 INLINE_MAX_BYTES = 64 * 1024
 # Chunking costs about 1 s per MB: only texts up to INLINE_MAX_BYTES / 8 are chunked inline.
 CHUNK_COST_FACTOR = 8
+# For budget estimates before a call: English text averages about four characters per token.
+CHARS_PER_TOKEN = 4
 T = TypeVar("T")
 
 
@@ -72,12 +77,30 @@ class StagePorts:
     remote: RemoteParseConfig | None = None
     # USD per million embedding tokens, for the cost recorded on jobs (0: free, local).
     embedding_price_per_million: float = 0.0
+    # The service the embedder calls (its ledger and budget name), and the traffic controls.
+    embedding_service: str = "local"
+    traffic: Traffic | None = None
 
 
 def error_outcome(
     job: ClaimedJob, exc: IngestdError, settings: WorkerSettings, duration_ms: int | None = None
 ) -> Outcome:
-    """Fail the stage (permanent, or out of tries) or schedule a retry with backoff."""
+    """Park the job (a throttle), fail the stage (permanent, or out of tries) or schedule a
+    retry with backoff."""
+    parked = park_for(exc, settings.backoff_base_seconds, settings.backoff_max_seconds)
+    if parked is not None:
+        waiting_on, delay = parked
+        return Outcome(
+            job,
+            job.state,
+            kind="park",
+            release=True,
+            delay=delay,
+            retry_count=job.retry_count,
+            error=exc.to_json(),
+            patch={"waiting_on": waiting_on},
+            duration_ms=duration_ms,
+        )
     if should_fail(exc, job.retry_count, job.max_attempts):
         return Outcome(
             job,
@@ -349,16 +372,23 @@ class Pipeline:
             pending = await pending_vectors(self.db, list(active), self.embed_slice)
             if not pending:
                 break
-            vectors, usage_by_job, errors = await self._embed_slice(pending, active)
+            try:
+                await self._check_budget(pending, active)
+            except Throttled as spent:  # park them all: what is stored so far stays stored
+                for job_id in list(active):
+                    failed[job_id] = error_outcome(active.pop(job_id), spent, self.settings)
+                break
+            vectors, usage_by_job, errors, requests = await self._embed_slice(pending, active)
             for job_id, exc in errors.items():
                 failed[job_id] = error_outcome(active.pop(job_id), exc, self.settings)
             for job_id, n in usage_by_job.items():
                 tokens[job_id] = tokens.get(job_id, 0) + n
-            held = await self._store_vectors(vectors, list(active.values()))
+            ledger = self._ledger(usage_by_job, requests, {j.id: j.owner for j in jobs})
+            held = await self._store_vectors(vectors, list(active.values()), ledger)
             await self.faults.hit("embed.after_slice")
             for job_id in set(active) - held:
                 del active[job_id]  # lease lost: the new owner carries on
-        outcomes = list(failed.values())
+        outcomes = [self._with_usage(o, tokens.get(o.job.id, 0)) for o in failed.values()]
         model = self.ports.embedder.model
         outcomes += [
             advance(
@@ -372,6 +402,12 @@ class Pipeline:
         ]
         return outcomes, None
 
+    def _with_usage(self, outcome: Outcome, tokens: int) -> Outcome:
+        """A parked, retried or failed job keeps the tokens its stored vectors cost."""
+        if not tokens:
+            return outcome
+        return replace(outcome, patch={**outcome.patch, "usage": self._embedding_usage(tokens)})
+
     def _embedding_usage(self, tokens: int) -> dict[str, float]:
         usage: dict[str, float] = {"embedding_tokens": tokens}
         if self.ports.embedding_price_per_million:
@@ -380,59 +416,99 @@ class Pipeline:
             )
         return usage
 
+    async def _check_budget(
+        self, pending: list[tuple[uuid.UUID, str, str]], active: dict[uuid.UUID, ClaimedJob]
+    ) -> None:
+        """Raise ``budget.exhausted`` if embedding this slice would cross a budget."""
+        traffic = self.ports.traffic
+        if traffic is None:
+            return
+        owners = {active[job_id].owner for job_id, _, _ in pending if job_id in active}
+        estimated = sum(len(text) for _, _, text in pending) / CHARS_PER_TOKEN
+        usd = estimated * self.ports.embedding_price_per_million / 1_000_000
+        estimate = Usage(tokens=estimated, usd=usd, requests=1)
+        await traffic.budgets.check(self.ports.embedding_service, owners, estimate)
+
+    def _ledger(
+        self, tokens_by_job: dict[uuid.UUID, int], requests: int, owners: dict[uuid.UUID, str]
+    ) -> dict[str, Usage]:
+        """The slice's usage by owner, for the usage ledger (what the vendor served)."""
+        jobs = list(tokens_by_job)
+        shares = split_usage(requests, [tokens_by_job[j] or 1 for j in jobs])
+        price = self.ports.embedding_price_per_million / 1_000_000
+        by_owner: dict[str, Usage] = {}
+        for job_id, share in zip(jobs, shares, strict=True):
+            n = tokens_by_job[job_id]
+            usage = Usage(tokens=n, usd=n * price, requests=share)
+            owner = owners[job_id]
+            by_owner[owner] = by_owner.get(owner, Usage()) + usage
+        return by_owner
+
     async def _embed_slice(
         self,
         pending: list[tuple[uuid.UUID, str, str]],
         active: dict[uuid.UUID, ClaimedJob],
-    ) -> tuple[
-        list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int], dict[uuid.UUID, IngestdError]
-    ]:
-        """Embed one slice; on a permanent error, embed job by job to isolate the culprit."""
+    ) -> tuple[VectorRows, dict[uuid.UUID, int], dict[uuid.UUID, IngestdError], int]:
+        """Embed one slice: (vectors, tokens by job, errors by job, requests made).
+
+        Inputs the embedder rejected fail only their own documents; a permanent error of the
+        whole call is isolated by embedding job by job.
+        """
         try:
-            together, together_usage = await self._embed_texts(pending)
-            return together, together_usage, {}
+            return await self._embed_texts(pending)
         except Exception as exc:
             error = as_ingestd_error(exc)
             if not isinstance(error, PermanentError) or len({p[0] for p in pending}) == 1:
-                return [], {}, {job_id: error for job_id in {p[0] for p in pending}}
-        vectors: list[tuple[uuid.UUID, str, np.ndarray]] = []
+                return [], {}, {job_id: error for job_id in {p[0] for p in pending}}, 0
+        vectors: VectorRows = []
         usage: dict[uuid.UUID, int] = {}
         errors: dict[uuid.UUID, IngestdError] = {}
+        requests = 0
         for job_id in dict.fromkeys(p[0] for p in pending):
             mine = [p for p in pending if p[0] == job_id]
             try:
-                more, more_usage = await self._embed_texts(mine)
+                more, more_usage, more_errors, more_requests = await self._embed_texts(mine)
             except Exception as exc:
                 errors[job_id] = as_ingestd_error(exc)
                 continue
             vectors += more
             usage.update(more_usage)
-        return vectors, usage, errors
+            errors.update(more_errors)
+            requests += more_requests
+        return vectors, usage, errors, requests
 
     async def _embed_texts(
         self,
         pending: list[tuple[uuid.UUID, str, str]],
-    ) -> tuple[list[tuple[uuid.UUID, str, np.ndarray]], dict[uuid.UUID, int]]:
+    ) -> tuple[VectorRows, dict[uuid.UUID, int], dict[uuid.UUID, IngestdError], int]:
         result = await self.ports.embedder.embed([text for _, _, text in pending])
         if len(result.vectors) != len(pending):
             raise TransientError(
                 "embed.bad_response", f"asked for {len(pending)} vectors, got {len(result.vectors)}"
             )
-        rows = [
-            (job_id, cid, np.asarray(vec, dtype=np.float32))
-            for (job_id, cid, _), vec in zip(pending, result.vectors, strict=True)
+        poisoned: dict[uuid.UUID, IngestdError] = {}
+        for index, error in sorted(result.failures.items()):
+            poisoned.setdefault(pending[index][0], error)
+        good = [
+            (p, vec)
+            for p, vec in zip(pending, result.vectors, strict=True)
+            if p[0] not in poisoned
         ]
-        job_ids = list(dict.fromkeys(p[0] for p in pending))
-        weights = [sum(len(t) for j, _, t in pending if j == job_id) for job_id in job_ids]
+        rows = [(job_id, cid, np.asarray(vec, dtype=np.float32)) for (job_id, cid, _), vec in good]
+        job_ids = list(dict.fromkeys(p[0] for p, _ in good))
+        weights = [sum(len(p[2]) for p, _ in good if p[0] == job_id) for job_id in job_ids]
         shares = split_usage(result.usage.prompt_tokens, weights)
-        return rows, dict(zip(job_ids, shares, strict=True))
+        return rows, dict(zip(job_ids, shares, strict=True)), poisoned, result.usage.requests
 
     async def _store_vectors(
-        self, vectors: list[tuple[uuid.UUID, str, np.ndarray]], jobs: list[ClaimedJob]
+        self, vectors: VectorRows, jobs: list[ClaimedJob], ledger: dict[str, Usage]
     ) -> set[uuid.UUID]:
+        """Store the vectors of the jobs still held, and what the slice cost in the ledger."""
+
         async def work(conn: Conn) -> set[uuid.UUID]:
             held = await self.store.lock_fenced(conn, jobs)
             await write_vectors(conn, vectors, held)
+            await record_usage(conn, self.ports.embedding_service, ledger)
             return held
 
         return await self.db.transaction(work)

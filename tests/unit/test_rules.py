@@ -29,7 +29,9 @@ from ingestd.stages import split_usage
         (TransientError("embed.unavailable", "x"), 3, 5, False),
         (TransientError("embed.unavailable", "x"), 4, 5, True),
         (RateLimitedError("embed.rate_limited", "x"), 4, 5, False),
-        (RateLimitedError("embed.rate_limited", "x"), 5 * SERVICE_WAIT_FACTOR - 1, 5, True),
+        # A throttle is never a failure: a 429 parks the job however often it comes.
+        (RateLimitedError("embed.rate_limited", "x"), 5 * SERVICE_WAIT_FACTOR - 1, 5, False),
+        (RecoverableError("parse.remote_down", "x"), 5 * SERVICE_WAIT_FACTOR - 1, 5, True),
         (RecoverableError("parse.remote_down", "x"), 10, 5, False),
     ],
 )

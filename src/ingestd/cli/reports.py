@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
@@ -24,6 +25,7 @@ from ingestd.cli.common import (
 )
 from ingestd.search import search as run_search
 from ingestd.states import State
+from ingestd.traffic.headers import parse_duration
 
 
 @app.command()
@@ -52,6 +54,11 @@ def status(owner: str | None = OwnerOpt, as_json: bool = JsonOpt) -> None:
         f"documents {result['documents']}  chunks {result['chunks']}  "
         f"leased {result['leased']}  workers {len(result['workers'])}"
     )
+    for breaker in result["traffic"]["breakers"]:
+        if breaker["state"] != "closed":
+            console.print(f"breaker {breaker['service']} is {breaker['state']}")
+    for row in result["traffic"]["waiting"]:
+        console.print(f"{row['jobs']} job(s) waiting on {row['waiting_on']}")
 
 
 @jobs_app.command("list")
@@ -74,7 +81,7 @@ def jobs_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("job", "file", "state", "progress", "error")
+    table = Table("job", "file", "state", "progress", "error", "waiting on")
     for row in rows:
         pct = row["progress"]["percent"]
         table.add_row(
@@ -83,6 +90,7 @@ def jobs_list(
             row["state"],
             "" if pct is None else f"{pct:.0f}%",
             row["error_code"] or "",
+            row.get("waiting_on") or "",
         )
     console.print(table)
 
@@ -113,6 +121,7 @@ def jobs_show(
         "state",
         "progress",
         "last_error",
+        "waiting_on",
         "attempt",
         "retry_count",
         "chunk_count",
@@ -140,17 +149,38 @@ def jobs_show(
 @jobs_app.command("retry")
 def jobs_retry(
     job_ids: list[str] | None = typer.Argument(None, help="Job ids (default: every failed job)."),
+    state: list[str] | None = typer.Option(
+        None, "--state", help="Only jobs in these states (e.g. failed_embedding)."
+    ),
+    code: list[str] | None = typer.Option(
+        None, "--code", help="Only jobs whose last error has this code (e.g. embed.rate_limited)."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="Only jobs that entered their state this recently (30m, 1h, 2h30m)."
+    ),
     owner: str | None = OwnerOpt,
 ) -> None:
-    """Send failed jobs back to the start of the stage that failed."""
+    """Send failed jobs back to the start of the stage that failed; with --state or --code,
+    parked jobs that match (e.g. --code budget.exhausted after raising a budget) go now too."""
     settings = load_settings()
     try:
         ids = [uuid.UUID(j) for j in job_ids] if job_ids else None
     except ValueError as exc:
         raise typer.BadParameter("job ids must be full UUIDs") from exc
+    for s in state or []:
+        if s not in {x.value for x in State}:
+            raise typer.BadParameter(f"unknown state {s!r}", param_hint="--state")
+    after = None
+    if since is not None:
+        seconds = parse_duration(since)
+        if seconds is None:
+            raise typer.BadParameter(f"not a duration: {since!r}", param_hint="--since")
+        after = datetime.now(UTC) - timedelta(seconds=seconds)
 
     async def body(opened: App) -> list[uuid.UUID]:
-        return await reports.retry_jobs(opened.db, ids, owner=owner)
+        return await reports.retry_jobs(
+            opened.db, ids, owner=owner, states=state, codes=code, since=after
+        )
 
     moved = run_command(with_app(settings, body))
     console.print(f"requeued {len(moved)} job(s)")

@@ -5,19 +5,20 @@ vendor's limits allow (:mod:`ingestd.embedders.batching`), sends them with bound
 checks every answer (one vector per input, each of the expected length) and returns the vectors in
 order with the usage the API reported. The SDK's own retries are off by default (``max_retries=0``)
 because ingestd owns retries: every failure is translated into a classified ingestd error that keeps
-the vendor's status, code, type, message and request id in ``details``. The rate-limit headers of
-the last answer are kept, parsed, in ``last_rate_limits`` for a shared rate limiter to use.
+the vendor's status, code, type, message and request id in ``details``.
+
+Each request goes through the traffic governor when one is given (shared rate limits reserved by
+the request's token count, the service's circuit breaker, corrections from the ``x-ratelimit-*``
+headers). A request rejected because of one input is bisected (:mod:`ingestd.embedders.poison`):
+the good inputs are embedded, the bad ones come back in ``EmbeddingResult.failures``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import re
-import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -26,6 +27,7 @@ import openai
 import pydantic
 
 from ingestd.embedders.batching import BatchLimits, pack_batches
+from ingestd.embedders.poison import isolate
 from ingestd.errors import (
     ConfigurationError,
     IngestdError,
@@ -35,6 +37,13 @@ from ingestd.errors import (
 )
 from ingestd.ports import EmbeddingResult, EmbeddingUsage
 from ingestd.tokens import get_encoding, truncate_to_tokens
+from ingestd.traffic.governor import Answer, Governor
+from ingestd.traffic.headers import (
+    RateLimitSnapshot,
+    parse_duration,
+    parse_rate_limit_headers,
+    retry_after_from_headers,
+)
 
 # Native vector length of OpenAI's embedding models; ``dimensions`` may shorten the first two.
 MODEL_DIMENSIONS = {
@@ -47,95 +56,13 @@ FIXED_DIMENSION_MODELS = frozenset({"text-embedding-ada-002"})
 _INLINE_COUNT_CHARS = 100_000
 
 T = TypeVar("T")
+SERVICE = "openai"
+Vectors = tuple[list[list[float]], int]  # one request's vectors, and the tokens it was billed
 
 
-# -- rate-limit headers ---------------------------------------------------------------------------
+# -- rate-limit headers (parsed by ingestd.traffic.headers) ---------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _TRY_AGAIN = re.compile(r"try again in ((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)")
-
-
-def parse_duration(text: str | None) -> float | None:
-    """Seconds in a Go-style duration (``120ms``, ``1s``, ``6m0s``, ``1h2m3.5s``); ``None`` if not
-    one. A bare number is seconds."""
-    if not text:
-        return None
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitSnapshot:
-    """The ``x-ratelimit-*`` headers of one answer, as numbers and seconds (``None``: absent)."""
-
-    limit_requests: int | None = None
-    remaining_requests: int | None = None
-    reset_requests: float | None = None
-    limit_tokens: int | None = None
-    remaining_tokens: int | None = None
-    reset_tokens: float | None = None
-    retry_after: float | None = None
-    observed_at: float = 0.0  # time.monotonic() when the answer arrived
-
-
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    value = headers.get(name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | None:
-    """The rate-limit facts in ``headers``, or ``None`` when there are none."""
-    snapshot = RateLimitSnapshot(
-        limit_requests=_int_header(headers, "x-ratelimit-limit-requests"),
-        remaining_requests=_int_header(headers, "x-ratelimit-remaining-requests"),
-        reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
-        limit_tokens=_int_header(headers, "x-ratelimit-limit-tokens"),
-        remaining_tokens=_int_header(headers, "x-ratelimit-remaining-tokens"),
-        reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
-        retry_after=retry_after_from_headers(headers),
-        observed_at=time.monotonic(),
-    )
-    facts = (
-        snapshot.limit_requests,
-        snapshot.limit_tokens,
-        snapshot.remaining_requests,
-        snapshot.remaining_tokens,
-        snapshot.retry_after,
-    )
-    return snapshot if any(f is not None for f in facts) else None
-
-
-def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms``, else ``retry-after`` (seconds or an HTTP date), in seconds."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = parse_duration(value)
-    if seconds is not None:
-        return max(0.0, seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
 
 def retry_after_from_message(message: str) -> float | None:
     """The wait in "... Please try again in 2.812s." (also ``20ms``, ``1m30s``)."""
@@ -248,6 +175,7 @@ class OpenAIEmbedder:
         *,
         max_retries: int = 0,
         truncate: bool = False,
+        governor: Governor | None = None,
     ) -> None:
         self.model = model
         self.dimensions, self._send_dimensions = _model_dimensions(model, dimensions)
@@ -267,6 +195,8 @@ class OpenAIEmbedder:
             http_client=cast(Any, http_client),
         )
         self._owns_http_client = http_client is None
+        self._governor = governor
+        self._scope = f"{SERVICE}:{model}"
         self.last_rate_limits: RateLimitSnapshot | None = None
 
     async def aclose(self) -> None:
@@ -275,17 +205,33 @@ class OpenAIEmbedder:
             await self._client.close()
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
-        """One vector per text, in order; raises classified ingestd errors (``embed.*``)."""
+        """One vector per text, in order; raises classified ingestd errors (``embed.*``).
+
+        Inputs the vendor rejected get an empty vector and their error in ``failures``; when it
+        rejected every input, the first rejection is raised instead (nothing to return).
+        """
         if not texts:
             return EmbeddingResult([], EmbeddingUsage())
         prepared, counts = await self._count_tokens(list(texts))
         batches = pack_batches(counts, self.limits)
-        results = await _all_or_cancel(
-            [self._embed_request(prepared[b.start : b.stop], b.tokens) for b in batches]
-        )
-        vectors = [vector for batch_vectors, _ in results for vector in batch_vectors]
-        tokens = sum(batch_tokens for _, batch_tokens in results)
-        return EmbeddingResult(vectors, EmbeddingUsage(prompt_tokens=tokens, requests=len(batches)))
+
+        async def send(start: int, stop: int) -> Vectors:
+            return await self._embed_request(prepared[start:stop], sum(counts[start:stop]))
+
+        found = await _all_or_cancel([isolate(b.start, b.stop, send) for b in batches])
+        vectors: list[list[float]] = [[] for _ in prepared]
+        tokens = requests = 0
+        failures: dict[int, IngestdError] = {}
+        for isolated in found:
+            for start, (part, billed) in isolated.parts.items():
+                vectors[start : start + len(part)] = part
+                tokens += billed
+            failures.update(isolated.failures)
+            requests += isolated.requests
+        if len(failures) == len(prepared):
+            raise failures[0]
+        usage = EmbeddingUsage(prompt_tokens=tokens, requests=requests)
+        return EmbeddingResult(vectors, usage, failures)
 
     async def _count_tokens(self, texts: list[str]) -> tuple[list[str], list[int]]:
         if sum(map(len, texts)) <= _INLINE_COUNT_CHARS:
@@ -304,25 +250,42 @@ class OpenAIEmbedder:
                     counts[index] = len(encoding.encode_ordinary(texts[index]))
         return texts, counts
 
-    async def _embed_request(self, texts: list[str], tokens: int) -> tuple[list[list[float]], int]:
+    async def _embed_request(self, texts: list[str], tokens: int) -> Vectors:
         """One API request: (vectors in input order, prompt tokens the API reported)."""
-        extra: dict[str, Any] = {"dimensions": self.dimensions} if self._send_dimensions else {}
         async with self._semaphore:
-            try:
-                raw = await self._client.embeddings.with_raw_response.create(
-                    model=self.model, input=texts, encoding_format="base64", **extra
-                )
-                self._note_rate_limits(cast(Mapping[str, str], raw.headers))
-                response = raw.parse()
-            except openai.APIStatusError as exc:
-                self._note_rate_limits(cast(Mapping[str, str], exc.response.headers))
-                raise translate_sdk_error(exc) from exc
-            except (openai.OpenAIError, ValueError, pydantic.ValidationError) as exc:
-                raise translate_sdk_error(exc) from exc
-        vectors = self._check_vectors(response, len(texts))
+            if self._governor is None:
+                answer = await self._send(texts, tokens)
+                if answer.error is not None:
+                    raise answer.error
+                assert answer.value is not None
+                return answer.value
+            costs = {"requests": 1, "tokens": tokens}
+            return await self._governor.call(
+                SERVICE, self._scope, costs, lambda: self._send(texts, tokens)
+            )
+
+    async def _send(self, texts: list[str], tokens: int) -> Answer[Vectors]:
+        """Send one request; its answer or classified error, with its rate-limit headers."""
+        extra: dict[str, Any] = {"dimensions": self.dimensions} if self._send_dimensions else {}
+        limits = None
+        try:
+            raw = await self._client.embeddings.with_raw_response.create(
+                model=self.model, input=texts, encoding_format="base64", **extra
+            )
+            limits = self._note_rate_limits(cast(Mapping[str, str], raw.headers))
+            response = raw.parse()
+            vectors = self._check_vectors(response, len(texts))
+        except openai.APIStatusError as exc:
+            limits = self._note_rate_limits(cast(Mapping[str, str], exc.response.headers))
+            return Answer(error=_caused(translate_sdk_error(exc), exc), limits=limits)
+        except (openai.OpenAIError, ValueError, pydantic.ValidationError) as exc:
+            return Answer(error=_caused(translate_sdk_error(exc), exc), limits=limits)
+        except IngestdError as exc:
+            return Answer(error=exc, limits=limits)
         usage = getattr(response, "usage", None)
         reported = getattr(usage, "prompt_tokens", None)
-        return vectors, reported if isinstance(reported, int) else tokens
+        billed = reported if isinstance(reported, int) else tokens
+        return Answer(value=(vectors, billed), limits=limits)
 
     def _check_vectors(self, response: Any, expected: int) -> list[list[float]]:
         data = sorted(getattr(response, "data", None) or [], key=lambda item: item.index)
@@ -345,10 +308,17 @@ class OpenAIEmbedder:
                 )
         return vectors
 
-    def _note_rate_limits(self, headers: Mapping[str, str]) -> None:
+    def _note_rate_limits(self, headers: Mapping[str, str]) -> RateLimitSnapshot | None:
         snapshot = parse_rate_limit_headers(headers)
         if snapshot is not None:
             self.last_rate_limits = snapshot
+        return snapshot
+
+
+def _caused(error: IngestdError, cause: BaseException) -> IngestdError:
+    """``error`` with ``cause`` as its ``__cause__`` (as ``raise ... from`` would set it)."""
+    error.__cause__ = cause
+    return error
 
 
 async def _all_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:

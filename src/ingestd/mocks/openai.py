@@ -79,6 +79,9 @@ class OpenAIBehaviour(Behaviour):
     # same space as provider=hash); "token-hash" hashes cl100k token ids, ~3x cheaper, for
     # capacity runs where the mock must stay out of the way.
     vectors: Literal["hash", "token-hash"] = "hash"
+    # Poison: a request with an input containing this text is refused (400, code
+    # ``content_filter``), as a vendor refuses one bad input of a batch.
+    reject_inputs_containing: str | None = None
 
 
 class OpenAIError(Exception):
@@ -310,6 +313,7 @@ def parse_embedding_call(payload: Any, behaviour: OpenAIBehaviour) -> EmbeddingC
     dimensions = _dimensions(model, info, payload.get("dimensions"))
     texts, token_ids = _decode(_inputs(payload["input"], behaviour.max_inputs))
     _check_token_limits([len(ids) for ids in token_ids], behaviour)
+    _check_poison(texts, behaviour.reject_inputs_containing)
     return EmbeddingCall(model, texts, token_ids, dimensions, encoding)
 
 
@@ -327,6 +331,13 @@ def _check_token_limits(counts: list[int], behaviour: OpenAIBehaviour) -> None:
     if total > cap:
         message = f"Requested {total} tokens, max {cap} tokens per request"
         raise OpenAIError(400, message, "max_tokens_per_request", "max_tokens_per_request")
+
+
+def _check_poison(texts: list[str], marker: str | None) -> None:
+    for index, text in enumerate(texts):
+        if marker and marker in text:
+            message = f"Invalid 'input[{index}]': the input was rejected by the content filter."
+            raise OpenAIError(400, message, code="content_filter", param=f"input[{index}]")
 
 
 # -- responses ------------------------------------------------------------------------------------

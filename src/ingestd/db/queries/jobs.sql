@@ -68,7 +68,9 @@ WITH u AS (
         embedding_dimensions = coalesce((u.patch ->> 'embedding_dimensions')::int,
                                         j.embedding_dimensions),
         usage = CASE WHEN u.patch ? 'usage' THEN ingestd_add_usage(j.usage, u.patch -> 'usage')
-                     ELSE j.usage END
+                     ELSE j.usage END,
+        -- A parked job says what it waits for; any other outcome clears it.
+        waiting_on = CASE WHEN u.kind = 'park' THEN u.patch ->> 'waiting_on' END
     FROM u
     WHERE j.id = u.id AND j.attempt = u.attempt AND j.lease_owner = %(worker)s
       AND j.state = u.from_state

@@ -31,7 +31,7 @@ ORDER BY started_at
 -- name: list_jobs
 SELECT j.id, j.document_id, d.filename, j.state, j.last_error ->> 'code' AS error_code,
        j.last_error ->> 'message' AS error_message, j.retry_count, j.attempt, j.chunk_count,
-       j.created_at, j.updated_at, j.completed_at, j.owner,
+       j.created_at, j.updated_at, j.completed_at, j.owner, j.waiting_on,
        (SELECT count(*) FROM document_chunk_buffer b WHERE b.job_id = j.id) AS chunks_buffered,
        (SELECT count(*) FROM document_vector_buffer v WHERE v.job_id = j.id) AS vectors_buffered
 FROM jobs j JOIN documents d ON d.id = j.document_id
@@ -61,10 +61,13 @@ WITH targets AS (
       ON t.failed_state = j.state
     WHERE (%(ids)s::uuid[] IS NULL OR j.id = ANY(%(ids)s))
       AND (%(owner)s::text IS NULL OR j.owner = %(owner)s)
+      AND (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s))
+      AND (%(codes)s::text[] IS NULL OR j.last_error ->> 'code' = ANY(%(codes)s))
+      AND (%(since)s::timestamptz IS NULL OR j.state_changed_at >= %(since)s)
     FOR UPDATE OF j
 ), moved AS (
     UPDATE jobs j SET state = t.start_state, retry_count = 0, next_attempt_at = now(),
-                      lease_owner = NULL, lease_expires_at = NULL
+                      lease_owner = NULL, lease_expires_at = NULL, waiting_on = NULL
     FROM targets t WHERE j.id = t.id
     RETURNING j.id, t.state AS from_state, t.start_state AS to_state, j.attempt, j.correlation_id
 ), events AS (
@@ -72,6 +75,24 @@ WITH targets AS (
     SELECT id, 'retry_requested', from_state, to_state, attempt, NULL, correlation_id FROM moved
 )
 SELECT id FROM moved
+
+-- name: wake_parked_jobs
+-- Parked jobs (waiting on a limit, breaker or budget) that match the filters: due now.
+WITH woken AS (
+    UPDATE jobs j SET next_attempt_at = now()
+    WHERE j.waiting_on IS NOT NULL AND j.completed_at IS NULL AND j.next_attempt_at > now()
+      AND (j.lease_owner IS NULL OR j.lease_expires_at < now())
+      AND (%(ids)s::uuid[] IS NULL OR j.id = ANY(%(ids)s))
+      AND (%(owner)s::text IS NULL OR j.owner = %(owner)s)
+      AND (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s))
+      AND (%(codes)s::text[] IS NULL OR j.last_error ->> 'code' = ANY(%(codes)s))
+      AND (%(since)s::timestamptz IS NULL OR j.updated_at >= %(since)s)
+    RETURNING j.id, j.state, j.attempt, j.correlation_id
+), events AS (
+    INSERT INTO job_events (job_id, kind, from_state, to_state, attempt, worker_id, correlation_id)
+    SELECT id, 'wake_requested', state, state, attempt, NULL, correlation_id FROM woken
+)
+SELECT id FROM woken
 
 -- name: notify_jobs
 SELECT pg_notify('ingestd_jobs', 'retry')
