@@ -3,6 +3,7 @@
 
     python scripts/gen_corpus.py OUT_DIR [--sizes small,medium,large] [--malformed] [--seed N]
     python scripts/gen_corpus.py samples --demo      # the committed demo corpus in samples/
+    python scripts/gen_corpus.py OUT_DIR --backlog 1000 --kb 5   # 1,000 Markdown docs of ~5 KB
 
 Writes one document per supported format (pdf, docx, pptx, xlsx, html, md, txt, csv, json) and
 size class -- small (< 100 KB), medium (100 KB - 1 MB), large (1 - 10 MB) -- each about its own
@@ -1015,6 +1016,37 @@ def _write_document(
     }
 
 
+def generate_backlog(
+    out_dir: str | Path, count: int, kb: float, *, seed: int = DEFAULT_SEED
+) -> dict[str, Any]:
+    """``count`` distinct Markdown documents of about ``kb`` KB each, topics in turn: a backlog for
+    the drain benchmark (``OUT_DIR/backlog-<count>x<kb>kb/``, manifest in ``manifest.json``)."""
+    root = Path(out_dir)
+    manifest: dict[str, Any] = {
+        "generator": f"scripts/gen_corpus.py --backlog {count} --kb {kb:g}",
+        "seed": seed,
+        "documents": [],
+    }
+    sections = _sections_for(kb * 1000, seed)
+    for index in range(count):
+        topic = TOPICS[index % len(TOPICS)]
+        name = f"backlog-{count}x{kb:g}kb/{index:05d}-{topic.phrase.replace(' ', '-')}.md"
+        manifest["documents"].append(
+            _write_document(root, name, "md", "small", topic, seed, sections=sections)
+        )
+    _write(root / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def _sections_for(target_bytes: float, seed: int) -> int:
+    """Sections a small-scale Markdown document needs to reach about ``target_bytes``."""
+    topic, rng = TOPICS[0], random.Random(f"{seed}:calibrate")
+    one = len(write_md(build_spec(topic, rng, 1, _SCALE["small"]["*"][1])))
+    eleven = len(write_md(build_spec(topic, rng, 11, _SCALE["small"]["*"][1])))
+    per_section = (eleven - one) / 10
+    return max(1, round(1 + (target_bytes - one) / per_section))
+
+
 def _write(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
@@ -1029,8 +1061,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--demo", action="store_true", help="write the demo corpus (samples/) instead"
     )
+    parser.add_argument(
+        "--backlog", type=int, default=None, help="write N Markdown documents of --kb KB instead"
+    )
+    parser.add_argument("--kb", type=float, default=5.0, help="size of each backlog document")
     args = parser.parse_args(argv)
-    if args.demo:
+    if args.backlog is not None:
+        manifest = generate_backlog(
+            args.out_dir, args.backlog, args.kb, seed=args.seed or DEFAULT_SEED
+        )
+    elif args.demo:
         manifest = generate_demo(
             args.out_dir, seed=args.seed if args.seed is not None else DEMO_SEED
         )
