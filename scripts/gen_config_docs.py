@@ -62,6 +62,9 @@ HELP: dict[str, str] = {
     "worker.backoff_max_seconds": "Longest retry delay.",
     "worker.embed_slice": "Chunks embedded, and their vectors committed, per step of the embed "
     "stage (progress and resumption granularity).",
+    "worker.fuse_stages": "Commit a batch's consecutive cheap stages (progress-only states, "
+    "parse, validate, chunk) in one transaction; every transition and event is still recorded, "
+    "in order. Off: one transaction per state.",
     "parser.provider": "`local` (parsers in this process's pool) or `llamaparse` (the cloud API).",
     "parser.timeout_seconds": "local: a document's parse time limit (`parse.timeout`). "
     "llamaparse: the HTTP timeout.",

@@ -136,6 +136,8 @@ class WorkerSettings(BaseModel):
     backoff_max_seconds: float = Field(300.0, gt=0)
     # Chunks embedded (and their vectors committed) per step of the embed stage.
     embed_slice: int = Field(1024, ge=1)
+    # Commit consecutive cheap stages of a batch in one transaction (see stages.FUSABLE_STATES).
+    fuse_stages: bool = True
 
 
 class ObservabilitySettings(BaseModel):

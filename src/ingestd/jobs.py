@@ -137,24 +137,50 @@ class JobStore:
 
         Returns the ids that moved; a job missing from it was taken over by another worker.
         """
-        if not outcomes:
-            return set()
-        params = self._outcome_params(outcomes)
+        return (await self.commit_layers([(outcomes, write)]))[0]
+
+    async def commit_layers(
+        self, layers: Sequence[tuple[Sequence[Outcome], Writer | None]]
+    ) -> list[set[uuid.UUID]]:
+        """Several stages' outcomes in one transaction, in order: a job's outcome in a layer
+        starts from the state its outcome in the layer before reached. Returns the ids that
+        moved, per layer."""
+        params = [self._outcome_params(outcomes) for outcomes, _ in layers]
         tries = 0
 
-        async def work(conn: Conn) -> set[uuid.UUID]:
+        async def work(conn: Conn) -> list[set[uuid.UUID]]:
             nonlocal tries
             tries += 1
-            cur = await conn.execute(QUERIES["apply_outcomes"], params)
-            moved = {row[0] for row in await cur.fetchall()}
-            if write is not None and moved:
-                await write(conn, moved)
-            if tries > 1 and len(moved) < len(outcomes):
+            moved_by_layer = []
+            for (outcomes, write), layer_params in zip(layers, params, strict=True):
+                moved: set[uuid.UUID] = set()
+                if outcomes:
+                    cur = await conn.execute(QUERIES["apply_outcomes"], layer_params)
+                    moved = {row[0] for row in await cur.fetchall()}
+                if write is not None and moved:
+                    await write(conn, moved)
+                moved_by_layer.append(moved)
+            if tries > 1:
                 # A retry after a lost connection: the first try may have committed.
-                return moved | await self._already_applied(conn, outcomes, moved)
-            return moved
+                await self._add_already_applied(conn, layers, moved_by_layer)
+            return moved_by_layer
 
+        if not any(outcomes for outcomes, _ in layers):
+            return [set() for _ in layers]
         return await self.db.transaction(work)
+
+    async def _add_already_applied(
+        self,
+        conn: Conn,
+        layers: Sequence[tuple[Sequence[Outcome], Writer | None]],
+        moved_by_layer: list[set[uuid.UUID]],
+    ) -> None:
+        later: set[uuid.UUID] = set()  # moved by a later layer: this one was applied too
+        for (outcomes, _), moved in reversed(list(zip(layers, moved_by_layer, strict=True))):
+            moved |= later & {o.job.id for o in outcomes}
+            if len(moved) < len(outcomes):
+                moved |= await self._already_applied(conn, outcomes, moved)
+            later = moved
 
     async def _already_applied(
         self, conn: Conn, outcomes: Sequence[Outcome], moved: set[uuid.UUID]

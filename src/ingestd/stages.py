@@ -62,6 +62,22 @@ CHUNK_COST_FACTOR = 8
 CHARS_PER_TOKEN = 4
 T = TypeVar("T")
 
+# Stages that can run in the same transaction as the stage before them: they only record
+# progress, or work from memory and the blob store, so nothing they read needs the previous
+# stage committed. A chain stops after a stage that writes rows (chunk, finalise): what follows
+# reads those rows. Each job still gets every transition and event, in order, fenced.
+FUSABLE_STATES = frozenset(
+    {
+        State.PARSE_QUEUED,
+        State.PARSED,
+        State.PARSE_VALIDATED,
+        State.CHUNKING,
+        State.EMBEDDING_QUEUED,
+        State.EMBEDDING_IN_PROGRESS,
+        State.EMBEDDINGS_STORED,
+    }
+)
+
 
 @dataclass
 class StagePorts:
@@ -184,19 +200,47 @@ class Pipeline:
         }
 
     async def step(self, state: State, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
-        """Run ``state``'s stage; returns the jobs this worker keeps (in their new state)."""
+        """Run ``state``'s stage, and the stages after it that can share its transaction (see
+        ``FUSABLE_STATES``), then commit every job's transitions, in order, at once; returns
+        the jobs this worker keeps (in their new state)."""
+        layers: list[tuple[State, list[Outcome], Writer | None]] = []
+        while True:
+            outcomes, write = await self._run_stage(state, jobs)
+            layers.append((state, outcomes, write))
+            jobs = [o.next_job() for o in outcomes if o.continues]
+            following = {j.state for j in jobs}
+            if write is not None or len(following) != 1 or not self._fusable(*following):
+                break
+            state = following.pop()
+        for layer_state, _, _ in layers:
+            await self.faults.hit(f"stage.before_commit:{layer_state.value}")
+        moved_by_layer = await self.store.commit_layers([(o, w) for _, o, w in layers])
+        for layer_state, _, _ in layers:
+            await self.faults.hit(f"stage.after_commit:{layer_state.value}")
+        for (layer_state, outcomes, _), moved in zip(layers, moved_by_layer, strict=True):
+            self._record(layer_state, outcomes, moved)
+            await self._after_commit(outcomes, moved)
+        outcomes, moved = layers[-1][1], moved_by_layer[-1]
+        return [o.next_job() for o in outcomes if o.job.id in moved and o.continues]
+
+    def _fusable(self, state: State) -> bool:
+        if not self.settings.fuse_stages:
+            return False
+        if state == State.PARSE_QUEUED and self._remote is not None:
+            return False  # the remote stage commits its own steps, from parse_queued
+        return state in FUSABLE_STATES
+
+    async def _run_stage(self, state: State, jobs: list[ClaimedJob]) -> StageResult:
         with bound_contextvars(stage=state.value):
             try:
                 await self.faults.hit(f"stage.before:{state.value}")
-                outcomes, write = await self._handlers[state](jobs)
+                return await self._handlers[state](jobs)
             except Exception as exc:  # the stage itself broke: every job of the group retries
                 error = as_ingestd_error(exc)
                 log.warning("stage.failed", jobs=len(jobs), error=error.to_json())
-                outcomes, write = [error_outcome(j, error, self.settings) for j in jobs], None
-            await self.faults.hit(f"stage.before_commit:{state.value}")
-            moved = await self.store.commit(outcomes, write)
-            await self.faults.hit(f"stage.after_commit:{state.value}")
-        self._record(state, outcomes, moved)
+                return [error_outcome(j, error, self.settings) for j in jobs], None
+
+    async def _after_commit(self, outcomes: list[Outcome], moved: set[uuid.UUID]) -> None:
         waiting = [o.job.id for o in outcomes if o.kind == "wait" and o.job.id in moved]
         if waiting:
             await wake_announced(self.db, waiting)
@@ -204,7 +248,6 @@ class Pipeline:
             if outcome.job.id not in moved or not outcome.continues:
                 self._parsed.pop(outcome.job.id, None)
             self._log_outcome(outcome, outcome.job.id in moved)
-        return [o.next_job() for o in outcomes if o.job.id in moved and o.continues]
 
     def _record(self, state: State, outcomes: list[Outcome], moved: set[uuid.UUID]) -> None:
         service = self._service_of(state)

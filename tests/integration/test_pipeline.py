@@ -87,7 +87,8 @@ async def test_each_stage_run_twice_leaves_the_rows_of_one_run(app: App) -> None
     text = markdown_document(7, paragraphs=40).encode()
     twice = (await ingest_uploads(app.db, app.blobs, [Upload("x.md", text)], owner="twice"))[0]
     store = JobStore(app.db, "w-twice", lease_seconds=30)
-    pipeline = Pipeline(app.db, store, app.ports, app.settings.worker, embed_slice=4)
+    one_state_a_step = app.settings.worker.model_copy(update={"fuse_stages": False})
+    pipeline = Pipeline(app.db, store, app.ports, one_state_a_step, embed_slice=4)
     for state in HAPPY_PATH[:-1]:
         job = await _claim_one(store)
         assert job.state == state

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingestd.errors import PermanentError
 from ingestd.parsers.validate import garbage_ratio, validate_parsed
@@ -51,3 +53,22 @@ def test_garbage_threshold_is_configurable() -> None:
     validate_parsed(ParsedDocument(markdown=text), max_garbage_ratio=0.25)
     with pytest.raises(PermanentError):
         validate_parsed(ParsedDocument(markdown=text), max_garbage_ratio=0.1)
+
+
+def _garbage_ratio_by_character(text: str) -> float:
+    """The definition, one character at a time (the implementation before the regex version)."""
+    from ingestd.parsers.validate import _is_garbage, _samples
+
+    chars = [c for window in _samples(text) for c in window if not c.isspace()]
+    return sum(_is_garbage(c) for c in chars) / len(chars) if chars else 0.0
+
+
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=())))
+def test_garbage_ratio_counts_what_a_character_walk_counts(text: str) -> None:
+    assert garbage_ratio(text) == _garbage_ratio_by_character(text)
+
+
+@pytest.mark.parametrize("code_point", [*range(0x00, 0x100), 0x2028, 0x3000, 0xE000, 0xFFFD])
+def test_every_latin1_and_special_character_is_classified_as_before(code_point: int) -> None:
+    text = "ab" + chr(code_point) + "cd"
+    assert garbage_ratio(text) == _garbage_ratio_by_character(text)
