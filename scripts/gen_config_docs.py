@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from ingestd.config import (
+    ApiSettings,
     BlobSettings,
     BreakerSettings,
     BudgetSettings,
@@ -40,8 +41,9 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "reference" / "configura
 HELP: dict[str, str] = {
     "home": "Where ingestd keeps its data: the embedded PostgreSQL (`pgdata/`) and the blob store "
     "(`blobs/`). Default: the per-user data folder (`~/.local/share/ingestd` on Linux).",
-    "database_url": "A PostgreSQL (>= 15, with pgvector) URL. Unset: the embedded server under "
-    "the home is used (started on demand).",
+    "database_url": "A PostgreSQL (>= 15, with pgvector) URL; treated as a secret (printed "
+    "redacted). Prefer `passfile=` to a password in it. Unset: the embedded server under the "
+    "home is used (started on demand; scram password in `pgdata.pgpass`).",
     "db_pool_size": "Connections per process.",
     "statement_timeout_ms": "Every SQL statement's time limit.",
     "owner": "The owner of documents ingested from the CLI, and whose results `search` shows.",
@@ -109,7 +111,17 @@ HELP: dict[str, str] = {
 
 SHOWN_DEFAULTS = {"home": "per-user data folder", "traffic.limits": "see below"}
 # Groups documented in sections of their own.
-NESTED = ("worker", "parser", "chunker", "embedder", "observability", "blobs", "traffic", "breaker")
+NESTED = (
+    "worker",
+    "parser",
+    "chunker",
+    "embedder",
+    "observability",
+    "blobs",
+    "traffic",
+    "breaker",
+    "api",
+)
 
 PROVIDERS: list[tuple[str, str, list[type[BaseModel]]]] = [
     ("parser", "INGESTD_PARSER__", [LocalParserSettings, LlamaParseSettings]),
@@ -122,6 +134,7 @@ PROVIDERS: list[tuple[str, str, list[type[BaseModel]]]] = [
     ("worker", "INGESTD_WORKER__", [WorkerSettings]),
     ("observability", "INGESTD_OBSERVABILITY__", [ObservabilitySettings]),
     ("blobs", "INGESTD_BLOBS__", [BlobSettings]),
+    ("api", "INGESTD_API__", [ApiSettings]),
 ]
 
 

@@ -7,15 +7,20 @@ line in the union. Every setting is documented in docs/reference/configuration.m
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingestd.errors import ConfigurationError
 from ingestd.faultpoints import FaultSpec
+from ingestd.redact import redact, register_secret
 
 DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_OWNER = "local"
@@ -298,6 +303,16 @@ class TrafficSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    """The HTTP app (``ingestd serve``)."""
+
+    docs_enabled: bool = Field(
+        False,
+        description="Serve the API docs pages (/docs, /redoc, /openapi.json); off by default, "
+        "since they map the attack surface for anyone who can reach the port.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything ingestd reads from its environment."""
 
@@ -306,7 +321,8 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default_factory=default_home)
-    database_url: str | None = None
+    # Printed only through ingestd.redact; kept out of repr() (it may hold a password).
+    database_url: str | None = Field(None, repr=False)
     db_pool_size: int = Field(8, ge=1)
     statement_timeout_ms: int = Field(30_000, ge=0)
     owner: str = DEFAULT_OWNER
@@ -322,6 +338,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property
     def blob_dir(self) -> Path:
@@ -330,3 +347,45 @@ class Settings(BaseSettings):
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
+
+
+def read_settings(**values: Any) -> Settings:
+    """Settings from the environment (and ``values``). An invalid setting is a
+    ConfigurationError naming the field and the rule, never the value (it may be a key)."""
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise ConfigurationError(f"invalid settings: {redact(problems)}") from None
+    register_secrets(settings)
+    return settings
+
+
+def _secret_values(value: Any) -> list[str]:
+    """Every SecretStr inside ``value`` (nested models, lists and dicts walked)."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        value = list(vars(value).values())
+    elif isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [secret for item in value for secret in _secret_values(item)]
+    return []
+
+
+def register_secrets(settings: Settings) -> None:
+    """Tell ingestd.redact the secret values these settings hold, so no printer shows them."""
+    for secret in _secret_values(settings):
+        register_secret(secret)
+    for group in (settings.embedder, settings.parser):
+        resolve = getattr(group, "resolved_api_key", None)
+        if resolve is not None:
+            register_secret(resolve())
+    if settings.database_url:
+        # Unparsable: it fails later, with the driver's message, redacted.
+        with contextlib.suppress(ProgrammingError):
+            register_secret(str(conninfo_to_dict(settings.database_url).get("password") or ""))

@@ -1,7 +1,8 @@
 """Structured logging: JSON lines (for machines) or console lines (for people), on stderr.
 
 Every job log line carries the job's ``correlation_id``; secrets never reach a log line (settings
-hold them as ``SecretStr``, and adapters log vendor codes and messages, not requests).
+hold them as ``SecretStr``, adapters log vendor codes and messages, not requests, and every line
+passes through ``ingestd.redact`` on its way out).
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import sys
 
 import structlog
 
+from ingestd.redact import RedactingFilter, redact_event
+
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    redacting = RedactingFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
     for noisy in ("httpx", "httpcore", "psycopg.pool", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: structlog.types.Processor = (
@@ -30,6 +36,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestd.cli.pipeline import _safe_url
 from ingestd.db.queries import QUERIES, parse_queries
 from ingestd.errors import (
     PermanentError,
@@ -105,18 +104,3 @@ def test_named_queries() -> None:
     assert parsed == {"a": "SELECT 1", "b": "SELECT 2"}
     with pytest.raises(ValueError, match="twice"):
         parse_queries("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("postgresql://u:secret@db:5432/x", "postgresql://u:***@db:5432/x"),
-        (
-            "postgresql://postgres@/ingestd?host=/tmp/s",
-            "postgresql://postgres@/ingestd?host=/tmp/s",
-        ),
-        ("postgresql:///x", "postgresql:///x"),
-    ],
-)
-def test_urls_are_printed_without_passwords(url: str, shown: str) -> None:
-    assert _safe_url(url) == shown

@@ -15,14 +15,17 @@ from fastapi.responses import JSONResponse
 from ingestd import __version__
 from ingestd.api.observability import router as observability_router
 from ingestd.api.webhooks import router as webhooks_router
-from ingestd.config import Settings
+from ingestd.config import Settings, read_settings
 from ingestd.db import Database
+
+# Load balancers give up after a few seconds: answer well before that.
+READY_TIMEOUT_SECONDS = 1.5
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     """The app. ``db``: an already opened database to share, when the app runs on the same event
     loop as its owner (a pool is bound to one loop); by default the app opens its own."""
-    settings = settings or Settings()
+    settings = settings or read_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +39,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             if db is None:
                 await opened.close()
 
-    app = FastAPI(title="ingestd", version=__version__, lifespan=lifespan)
+    docs = settings.api.docs_enabled
+    app = FastAPI(
+        title="ingestd",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     app.include_router(webhooks_router)
     app.include_router(observability_router)
@@ -48,11 +59,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @app.get("/health/ready")
     async def ready(request: Request) -> Response:
-        """The database answers."""
-        try:
-            await request.app.state.db.fetch_all("SELECT 1 AS ok")
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        """The database answers within READY_TIMEOUT_SECONDS (else 503, with each check)."""
+        checks = {"database": await request.app.state.db.ping(READY_TIMEOUT_SECONDS)}
+        ok = all(check["status"] == "ok" for check in checks.values())
+        body = {"status": "ok" if ok else "unavailable", "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

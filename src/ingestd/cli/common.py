@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 
 from ingestd.app import App, open_app
-from ingestd.config import Settings
+from ingestd.config import Settings, read_settings
 from ingestd.errors import IngestdError
 from ingestd.logs import configure_logging
+from ingestd.redact import redact
 
 T = TypeVar("T")
 
@@ -48,7 +49,7 @@ def load_settings(*, service: bool = False, **overrides: Any) -> Settings:
     Commands a person runs and reads (everything but ``worker`` and ``serve``) log warnings only
     unless INGESTD_LOG_LEVEL says otherwise, so their output stays readable.
     """
-    settings = Settings()
+    settings = reporting_errors(read_settings)
     if not service and "INGESTD_LOG_LEVEL" not in os.environ:
         overrides.setdefault("log_level", "WARNING")
     worker = {k: v for k, v in overrides.pop("worker", {}).items() if v is not None}
@@ -61,11 +62,17 @@ def load_settings(*, service: bool = False, **overrides: Any) -> Settings:
 
 
 def run_command(coro: Coroutine[Any, Any, T]) -> T:
+    return reporting_errors(lambda: asyncio.run(coro))
+
+
+def reporting_errors(call: Callable[[], T]) -> T:
+    """``call()``; an ingestd error becomes its code and message (redacted) and exit 2."""
     try:
-        return asyncio.run(coro)
+        result = call()
     except IngestdError as exc:
-        err_console.print(f"[red]error[/red] {exc.code}: {exc.message}")
+        err_console.print(f"[red]error[/red] {exc.code}: {redact(exc.message)}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    return result
 
 
 async def with_app(settings: Settings, body: Callable[[App], Awaitable[T]]) -> T:

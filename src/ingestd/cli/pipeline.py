@@ -33,6 +33,7 @@ from ingestd.cli.common import (
 from ingestd.db import QUERIES, Database
 from ingestd.folders import Skipped
 from ingestd.ingest import IngestReport, IngestResult, PipelineVersions, ingest_paths
+from ingestd.redact import redact
 from ingestd.search import search as run_search
 from ingestd.states import FAILED_STATES, TERMINAL_STATES, State
 
@@ -45,21 +46,10 @@ def init() -> None:
 
     async def body(opened: App) -> None:
         console.print(f"ingestd home: {settings.home}")
-        console.print(f"database:     {_safe_url(opened.db.url)}")
+        console.print(f"database:     {redact(opened.db.url)}")
         console.print("schema:       up to date")
 
     run_command(with_app(settings, body))
-
-
-def _safe_url(url: str) -> str:
-    """A URL fit to print: any password replaced by ***."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            creds = creds.split(":", 1)[0] + ":***"
-        return f"{scheme}://{creds}@{host}"
-    return url
 
 
 FollowSymlinksOpt = typer.Option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import typer
@@ -15,10 +16,14 @@ from ingestd.cli.common import (
     load_settings,
     mock_app,
     print_json,
+    reporting_errors,
     run_command,
 )
-from ingestd.db.database import migrate_database, resolve_database_url
-from ingestd.db.embedded import EmbeddedPostgres
+from ingestd.db.database import migrate_database
+from ingestd.db.embedded import EmbeddedPostgres, parse_listen
+from ingestd.redact import redact
+
+WILDCARD_HOSTS = {"0.0.0.0", "::", "*"}
 
 
 def _embedded() -> EmbeddedPostgres:
@@ -29,12 +34,24 @@ def _embedded() -> EmbeddedPostgres:
 
 
 @db_app.command("start")
-def db_start() -> None:
+def db_start(
+    listen: str | None = typer.Option(
+        None,
+        "--listen",
+        metavar="HOST:PORT",
+        help="Also serve TCP clients (password required) on HOST:PORT, e.g. 0.0.0.0:5433; "
+        "remembered for later starts; a running server restarts to apply it.",
+    ),
+    unix_only: bool = typer.Option(
+        False, "--unix-only", help="Stop listening on TCP (the Unix socket only, the default)."
+    ),
+) -> None:
     """Start the embedded PostgreSQL (no-op if running) and apply migrations."""
     server = _embedded()
-    status = server.ensure_running()
+    status = reporting_errors(lambda: server.ensure_running("" if unix_only else listen))
     run_command(migrate_database(status.url()))
-    console.print(f"running (pid {status.pid}): {status.url()}")
+    where = f"; TCP on {status.listen}" if status.listen else ""
+    console.print(f"running (pid {status.pid}{where}): {status.url()}", soft_wrap=True)
 
 
 @db_app.command("stop")
@@ -64,10 +81,39 @@ def db_status(as_json: bool = JsonOpt) -> None:
 
 
 @db_app.command("url")
-def db_url() -> None:
-    """Print the database URL (start the embedded server if needed): `psql "$(ingestd db url)"`."""
+def db_url(
+    host: str | None = typer.Option(
+        None, "--host", help="Host name other machines use (default: the --listen address)."
+    ),
+    local: bool = typer.Option(False, "--local", help="The Unix-socket URL even when on TCP."),
+    show_password: bool = typer.Option(
+        False, "--show-password", help="Put the password in the URL (it is hidden otherwise)."
+    ),
+) -> None:
+    """Print the database URL (start the embedded server if needed): `psql "$(ingestd db url)"`.
+
+    Listening on TCP (`db start --listen`), the URL is the one other machines use; the password
+    stays in the 0600 password file its hint names unless --show-password is given.
+    """
     settings = load_settings()
-    sys.stdout.write(resolve_database_url(settings) + "\n")
+    if settings.database_url:
+        url = settings.database_url
+        sys.stdout.write((url if show_password else redact(url)) + "\n")
+        return
+    server = EmbeddedPostgres(settings.pgdata)
+    status = reporting_errors(server.ensure_running)
+    if local or not status.listen:
+        sys.stdout.write(status.url() + "\n")
+        return
+    listen_host, _ = parse_listen(status.listen)
+    name = host or (socket.getfqdn() if listen_host in WILDCARD_HOSTS else listen_host)
+    password = server.password() if show_password else None
+    sys.stdout.write(status.remote_url(name, password=password) + "\n")
+    if not show_password:
+        err_console.print(
+            f"password: in {status.passfile}; copy that file to the client machine and add "
+            "'?passfile=<its path>' to the URL (or print it with --show-password)"
+        )
 
 
 # -- ingest, worker, run ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from ingestd.config import Settings
 from ingestd.db.embedded import EmbeddedPostgres
 from ingestd.errors import TransientError
+from ingestd.redact import redact
 from ingestd.states import ALLOWED_TRANSITIONS, TERMINAL_STATES, State
 
 log = structlog.get_logger(__name__)
@@ -137,6 +138,18 @@ class Database:
                 delay = backoff_delay(attempt)
                 log.warning("db.retry", attempt=attempt, delay=round(delay, 3), error=str(exc))
                 await asyncio.sleep(delay)
+
+    async def ping(self, timeout: float) -> dict[str, Any]:
+        """One ``SELECT 1`` within ``timeout`` seconds, no retries: a health check's detail."""
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(timeout), self.pool.connection(timeout=timeout) as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:  # any failure is the answer, not an error of the check
+            error = "timed out" if isinstance(exc, TimeoutError) else redact(str(exc))
+            return {"status": "fail", "code": "db.unavailable", "error": error}
+        elapsed = asyncio.get_running_loop().time() - started
+        return {"status": "ok", "ms": round(elapsed * 1000, 1)}
 
     async def fetch_all(self, query: sql.SQL | str, params: Any = None) -> list[dict[str, Any]]:
         async def work(conn: Conn) -> list[dict[str, Any]]:

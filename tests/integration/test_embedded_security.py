@@ -1,0 +1,151 @@
+"""The embedded PostgreSQL accepts only its own user (issue 7, finding 1; failed on main, where it
+ran with `trust` on a world-writable /tmp socket folder), and serves a fleet over TCP with a
+password when asked to (issue 11)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ingestd.db.embedded import SYSTEM_USER, EmbeddedPostgres, _bin, can_traverse, parse_listen
+from ingestd.errors import ConfigurationError
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fleet_server(pg_base: Path) -> Iterator[EmbeddedPostgres]:
+    """A server whose data path is too long for a socket (so its socket folder is a mkdtemp one),
+    listening on TCP."""
+    deep = pg_base / ("fleet-" + "d" * 90)
+    server = EmbeddedPostgres(deep / "pgdata")
+    server.ensure_running(listen=f"127.0.0.1:{free_port()}")
+    yield server
+    server.stop(mode="immediate")
+
+
+@pytest.fixture
+def other_user() -> Iterator[str]:
+    """A second OS account (we run as root in CI, so this path runs there)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a second OS user needs root; CI runs this as root")
+    name = f"intruder{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--no-create-home", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=True)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_socket_folder_and_password_file_are_private(fleet_server: EmbeddedPostgres) -> None:
+    status = fleet_server.status()
+    server_uid = pwd.getpwnam(SYSTEM_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert status.socket_dir != status.pgdata
+    assert status.socket_dir.name.startswith("ingestd-pg-")
+    assert mode(status.socket_dir) == 0o700 and status.socket_dir.stat().st_uid == server_uid
+    assert mode(status.pgdata) == 0o700
+    assert mode(status.passfile) == 0o600 and status.passfile.stat().st_uid == os.geteuid()
+    assert fleet_server.password() not in status.url()
+
+
+def test_a_login_without_the_password_is_refused(fleet_server: EmbeddedPostgres) -> None:
+    status = fleet_server.status()
+    with psycopg.connect(status.url(), connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+    bare = f"host={status.socket_dir} port={status.port} user=postgres dbname=ingestd"
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(bare, connect_timeout=5, passfile="/dev/null")
+
+
+def test_another_os_user_cannot_connect(fleet_server: EmbeddedPostgres, other_user: str) -> None:
+    status = fleet_server.status()
+    psql = [_bin("psql"), "-w", "-U", "postgres", "-d", "ingestd", "-c", "SELECT 1"]
+    attempts = {
+        "socket": [*psql, "-h", str(status.socket_dir), "-p", str(status.port)],
+        "tcp": [*psql, "-h", "127.0.0.1", "-p", str(status.port)],
+        "passfile": ["cat", str(status.passfile)],
+    }
+    for way, argv in attempts.items():
+        done = subprocess.run(
+            argv, user=other_user, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode != 0, f"{way}: {done.stdout}"
+        assert "Permission denied" in done.stderr or "password" in done.stderr, done.stderr
+
+
+def test_two_clients_share_the_server_over_tcp(fleet_server: EmbeddedPostgres) -> None:
+    status = fleet_server.status()
+    host, port = parse_listen(status.listen or "")
+    assert port == status.port
+    url = status.remote_url(host, password=fleet_server.password())
+    with psycopg.connect(url, connect_timeout=5) as one, psycopg.connect(url) as two:
+        one.execute("CREATE TABLE IF NOT EXISTS fleet (n int)")
+        one.execute("INSERT INTO fleet VALUES (7)")
+        one.commit()
+        assert two.execute("SELECT n FROM fleet").fetchall() == [(7,)]
+    wrong = status.remote_url(host, password="not-the-password")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(wrong, connect_timeout=5)
+
+
+def test_a_legacy_trust_cluster_is_upgraded_in_place(fleet_server: EmbeddedPostgres) -> None:
+    fleet_server.stop()
+    old_password = fleet_server.password()
+    fleet_server.passfile.unlink()
+    legacy_hba = "local all all trust\nhost all all all trust\n"
+    (fleet_server.pgdata / "pg_hba.conf").write_text(legacy_hba)
+    status = fleet_server.ensure_running()
+    assert fleet_server.password() != old_password
+    with psycopg.connect(status.url(), connect_timeout=5) as conn:
+        assert conn.execute("SELECT count(*) FROM fleet").fetchone() == (1,)
+    assert "trust" not in (fleet_server.pgdata / "pg_hba.conf").read_text()
+
+
+@pytest.mark.parametrize(
+    ("mode_bits", "owner", "group", "uid", "gids", "allowed"),
+    [
+        (0o700, 1, 1, 1, {1}, True),
+        (0o700, 1, 1, 2, {1}, False),
+        (0o710, 1, 5, 2, {5}, True),
+        (0o701, 1, 5, 2, {6}, True),
+        (0o770, 1, 5, 2, {6}, False),
+    ],
+)
+def test_traversal_rule(
+    mode_bits: int, owner: int, group: int, uid: int, gids: set[int], allowed: bool
+) -> None:
+    assert can_traverse(mode_bits, owner, group, uid, gids) is allowed
+
+
+@pytest.mark.parametrize("bad", ["5432", "host:", ":5432", "host:99999", "host:port"])
+def test_listen_must_be_host_and_port(bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="HOST:PORT"):
+        parse_listen(bad)
+
+
+def test_as_root_a_home_the_server_cannot_reach_fails_clearly(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to a system user")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    with pytest.raises(ConfigurationError, match="cannot reach") as caught:
+        EmbeddedPostgres(locked / "home" / "pgdata").ensure_running()
+    assert "is not searchable" in caught.value.message
+    assert mode(locked) == 0o700 and mode(tmp_path) == mode(tmp_path.parent.parent) == 0o700
