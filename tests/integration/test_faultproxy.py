@@ -172,9 +172,11 @@ async def test_refuse_for_a_while_listens_again_on_the_same_port(proxy: FaultPro
 @pytest.fixture
 def pg_via_proxy(pg_server: EmbeddedPostgres) -> Iterator[tuple[FaultProxy, str]]:
     """The session's embedded PostgreSQL (a Unix socket) reached over TCP through the proxy."""
-    socket = Path(pg_server.status().socket_dir) / ".s.PGSQL.5432"
+    status = pg_server.status()
+    socket = Path(status.socket_dir) / f".s.PGSQL.{status.port}"
     with FaultProxy(socket).running() as running:
-        yield running, f"postgresql://postgres@127.0.0.1:{running.port}/postgres"
+        url = f"postgresql://postgres@127.0.0.1:{running.port}/postgres?passfile={status.passfile}"
+        yield running, url
 
 
 def test_postgres_through_the_proxy_survives_a_cut(pg_via_proxy: tuple[FaultProxy, str]) -> None:
