@@ -39,11 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.unit.parsers.corpus import load_generator  # noqa: E402
 
+from ingestd.app import open_app  # noqa: E402
 from ingestd.config import HashEmbedderSettings, Settings  # noqa: E402
-from ingestd.db import Database  # noqa: E402
 from ingestd.db.embedded import EmbeddedPostgres  # noqa: E402
 from ingestd.ingest import ingest_files  # noqa: E402
-from ingestd.storage import LocalBlobStore  # noqa: E402
 
 # Corpus shape -> (documents, KB per document), as in issue 11.
 SHAPES = {"5kb": (1000, 5.0), "100kb": (200, 100.0)}
@@ -140,8 +139,8 @@ def read_stats(url: str) -> tuple[int, int, float, int, float]:
 
 
 async def ingest(settings: Settings, corpus: Path) -> None:
-    async with Database.from_settings(settings) as db:
-        await ingest_files(db, LocalBlobStore(settings.blob_dir), [corpus], owner="bench")
+    async with open_app(settings) as app:  # the blob store the workers will read
+        await ingest_files(app.db, app.blobs, [corpus], owner="bench")
 
 
 def worker_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
