@@ -70,10 +70,11 @@ HELP: dict[str, str] = {
     "parser.provider": "`local` (parsers in this process's pool) or `llamaparse` (the cloud API).",
     "parser.timeout_seconds": "local: a document's parse time limit (`parse.timeout`). "
     "llamaparse: the HTTP timeout.",
-    "parser.max_bytes": "Larger files fail with `parse.too_large`.",
+    "parser.max_bytes": "Larger files fail with `parse.too_large` (checked before reading; "
+    "`ingest` skips them as `ingest.too_large`).",
     "parser.pool_size": "local: parser processes per worker (default: one per core, up to 8).",
-    "parser.max_memory_bytes": "local: memory a parse may add before it fails with "
-    "`parse.too_large` (default: no cap).",
+    "parser.max_memory_bytes": "local: address space (`RLIMIT_AS`) a parse may add before it "
+    "fails with `parse.too_large`.",
     "parser.base_url": "llamaparse: the API (EU: https://api.cloud.eu.llamaindex.ai).",
     "parser.api_key": "llamaparse: the key; falls back to `LLAMA_CLOUD_API_KEY`.",
     "parser.api_version": "llamaparse: `v2` (current) or `v1` (legacy API).",

@@ -29,6 +29,7 @@ from ingestd.jobs import JobStore
 from ingestd.observability import metrics
 from ingestd.observability.transport import metered_client
 from ingestd.parsers.isolation import ParserPool
+from ingestd.parsers.limits import DEFAULT_MAX_CHARS
 from ingestd.ports import BlobStore, Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig
 from ingestd.stages import ParseFn, Pipeline, StagePorts
@@ -160,10 +161,9 @@ def build_parse(settings: Settings, pool: ParserPool) -> tuple[ParseFn, str]:
     if not isinstance(config, LocalParserSettings):
         config = LocalParserSettings()
     from ingestd.parsers.isolation import parse_in_process
-    from ingestd.parsers.limits import ParseLimits
     from ingestd.parsers.local import LocalParser
 
-    parser = LocalParser(ParseLimits(max_bytes=config.max_bytes))
+    parser = LocalParser(config.parse_limits())
     limits = config
 
     async def parse(data: bytes, media_type: str, filename: str) -> ParsedDocument:
@@ -182,6 +182,11 @@ def build_parse(settings: Settings, pool: ParserPool) -> tuple[ParseFn, str]:
     return parse, parser.name
 
 
+def _max_chars(settings: Settings) -> int:
+    config = settings.parser
+    return config.max_chars if isinstance(config, LocalParserSettings) else DEFAULT_MAX_CHARS
+
+
 def build_ports(
     settings: Settings,
     http: httpx.AsyncClient,
@@ -197,7 +202,7 @@ def build_ports(
     return StagePorts(
         blobs=blobs,
         parse=parse,
-        validate=functools.partial(validate_parsed),
+        validate=functools.partial(validate_parsed, max_chars=_max_chars(settings)),
         chunker=build_chunker(settings, embedder),
         embedder=embedder,
         parser_name=remote.client.name if remote is not None else parser_name,

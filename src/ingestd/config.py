@@ -20,6 +20,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestd.errors import ConfigurationError
 from ingestd.faultpoints import FaultSpec
+from ingestd.parsers.limits import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_CHARS,
+    DEFAULT_MAX_CSV_FIELD_CHARS,
+    DEFAULT_MAX_MEMORY_BYTES,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_PDF_INFLATED_BYTES,
+    DEFAULT_MAX_SHEET_CELLS,
+    ParseLimits,
+)
 from ingestd.redact import redact, register_secret
 
 DEFAULT_LEASE_SECONDS = 30.0
@@ -87,11 +97,53 @@ class LocalParserSettings(BaseModel):
 
     provider: Literal["local"] = "local"
     timeout_seconds: float = Field(120.0, gt=0)
-    max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_bytes: int = Field(
+        DEFAULT_MAX_BYTES,
+        ge=1,
+        description="Largest file parsed, checked before it is read (ingest skips larger files).",
+    )
     # Parser processes per worker process (default: one per core, up to 8).
     pool_size: int | None = Field(None, ge=1, le=64)
-    # Address space a parse may add before it fails with parse.too_large (default: no cap).
-    max_memory_bytes: int | None = Field(None, ge=64 * 1024 * 1024)
+    max_memory_bytes: int | None = Field(
+        DEFAULT_MAX_MEMORY_BYTES,
+        ge=64 * 1024 * 1024,
+        description="Address space one parse may add (RLIMIT_AS) before it fails with "
+        "parse.too_large.",
+    )
+    max_chars: int = Field(
+        DEFAULT_MAX_CHARS,
+        ge=1,
+        description="Characters of text a document may have; a parse stops as soon as it "
+        "passes this (parse.too_large).",
+    )
+    max_pages: int = Field(
+        DEFAULT_MAX_PAGES, ge=1, description="Pages (PDF) or slides (PPTX) a document may have."
+    )
+    max_sheet_cells: int = Field(
+        DEFAULT_MAX_SHEET_CELLS,
+        ge=1,
+        description="Cells an XLSX workbook may hold, counted while its sheets are read.",
+    )
+    max_csv_field_chars: int = Field(
+        DEFAULT_MAX_CSV_FIELD_CHARS, ge=1024, description="Characters one CSV field may hold."
+    )
+    max_pdf_inflated_bytes: int = Field(
+        DEFAULT_MAX_PDF_INFLATED_BYTES,
+        ge=1024 * 1024,
+        description="Bytes the Flate streams of a PDF may inflate to (or 20 times the file's "
+        "size, if more), checked before PDFium opens it.",
+    )
+
+    def parse_limits(self) -> ParseLimits:
+        """The limits every local parse runs under."""
+        return ParseLimits(
+            max_bytes=self.max_bytes,
+            max_pages=self.max_pages,
+            max_chars=self.max_chars,
+            max_sheet_cells=self.max_sheet_cells,
+            max_csv_field_chars=self.max_csv_field_chars,
+            max_pdf_inflated_bytes=self.max_pdf_inflated_bytes,
+        )
 
 
 class LlamaParseSettings(BaseModel):
@@ -106,6 +158,18 @@ class LlamaParseSettings(BaseModel):
     # Public URL of `ingestd serve`'s /v1/webhooks/llamaparse; unset: no webhooks, polling only.
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    webhook_max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest webhook body `ingestd serve` accepts (413 beyond it, checked from "
+        "Content-Length and while the body streams in, before any JSON work).",
+    )
+    webhook_tolerance_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How far a webhook's signed timestamp may be from this server's clock; "
+        "older (or later) events are refused with 401 webhook.stale.",
+    )
     # Poll this long after submitting if no webhook came; later polls back off to the cap.
     poll_after_seconds: float = Field(30.0, gt=0)
     max_poll_seconds: float = Field(300.0, gt=0)

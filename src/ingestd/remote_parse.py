@@ -220,8 +220,9 @@ async def receive_webhook(
 ) -> str:
     """Record a verified webhook; wake the job if its remote parse ended.
 
-    Returns ``duplicate`` (seen before: nothing done), ``woken``, ``noted`` (a non-final event),
-    or ``unknown_job`` / ``not_waiting`` (no job in ``parse_queued`` has that remote id).
+    Returns ``unknown_job`` (no job of ours has that remote id, and no submit is in flight
+    whose id could be it: nothing stored), ``duplicate`` (seen before: nothing done), ``woken``,
+    ``noted`` (a non-final event) or ``not_waiting`` (no job in ``parse_queued`` has that id).
     """
     params = {
         "provider": PROVIDER,
@@ -232,6 +233,10 @@ async def receive_webhook(
     }
 
     async def work(conn: Conn) -> str:
+        cur = await conn.execute(QUERIES["webhook_job_known"], params)
+        known, submitting = await cur.fetchone() or (False, False)
+        if not (known or submitting):
+            return "unknown_job"
         cur = await conn.execute(QUERIES["insert_webhook_receipt"], params)
         if await cur.fetchone() is None:
             return "duplicate"

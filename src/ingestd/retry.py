@@ -45,6 +45,8 @@ def should_fail(error: IngestdError, retry_count: int, max_attempts: int) -> boo
         return False
     if isinstance(error, PermanentError):
         return True
+    if "max_retries" in error.details:  # an error that earns only a few tries of its own
+        return retry_count >= int(error.details["max_retries"])
     if isinstance(error, RecoverableError):
         return retry_count + 1 >= max_attempts * SERVICE_WAIT_FACTOR
     return retry_count + 1 >= max_attempts

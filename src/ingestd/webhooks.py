@@ -7,7 +7,9 @@ LlamaParse signs a webhook body with the job's ``webhook_signing_secret``: the h
 
 The body only names the job (``{"event_id", "event_type", "timestamp", "data": {"id", "job_id"}}``);
 the result is fetched afterwards. Webhooks may be duplicated, reordered, late or lost, so a receiver
-dedupes on ``event_id``, never moves a job backwards, and keeps polling as a fallback.
+dedupes on ``event_id``, never moves a job backwards, and keeps polling as a fallback. The
+``timestamp`` is covered by the signature: :func:`check_timestamp` refuses an event signed too
+long ago (or too far ahead), so a captured delivery cannot be replayed later.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -113,17 +116,36 @@ def parse_llamaparse_webhook(body: bytes) -> LlamaParseWebhookEvent:
     """Parse a (verified) webhook body; ``PermanentError("webhook.invalid_body")`` when malformed.
 
     Accepts the event as a JSON object, and as a JSON string holding that object (the vendor's
-    ``webhook_output_format: "string"`` may deliver it so).
+    ``webhook_output_format: "string"`` may deliver it so). Messages name the fields at fault,
+    never the parser's own text (which would echo the body back).
     """
     try:
         payload = json.loads(body)
         if isinstance(payload, str):
             payload = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise PermanentError("webhook.invalid_body", "the body is not valid JSON") from exc
+    try:
         event = LlamaParseWebhookEvent.model_validate(payload)
-    except (ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
         raise PermanentError(
-            "webhook.invalid_body", f"not a LlamaParse webhook event: {exc}"
+            "webhook.invalid_body",
+            "not a LlamaParse webhook event: missing or invalid " + ", ".join(fields[:5]),
         ) from exc
     if not (event.data.job_id or event.data.id):
         raise PermanentError("webhook.invalid_body", "the webhook event names no job")
     return event
+
+
+def check_timestamp(event: LlamaParseWebhookEvent, now: float, tolerance_seconds: float) -> None:
+    """Raise ``webhook.stale`` unless the event was signed within ``tolerance_seconds`` of ``now``.
+
+    Both ways: a clock a little ahead is fine, an event from the future is as suspect as an old one.
+    """
+    if not math.isfinite(event.timestamp) or abs(now - event.timestamp) > tolerance_seconds:
+        raise PermanentError(
+            "webhook.stale",
+            f"the event's timestamp is not within {tolerance_seconds:g} s of this server's "
+            "clock; replayed or delayed deliveries are refused (check both clocks)",
+        )

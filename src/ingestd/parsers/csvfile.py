@@ -8,29 +8,35 @@ the document is held as text and as Markdown, not as a list of rows too.
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Iterator
 
 from ingestd.errors import PermanentError
 from ingestd.parsers.encoding import decode_text
+from ingestd.parsers.limits import DEFAULT_MAX_CSV_FIELD_CHARS
 from ingestd.parsers.markdown import MarkdownBuilder, finish_document
 from ingestd.ports import ParsedDocument
 
 _DELIMITERS = (",", ";", "\t", "|")
 _SNIFF_LINES = 50
 
-# A cell may be as long as the document (the default limit is 128 KiB); size limits apply elsewhere.
-csv.field_size_limit(sys.maxsize)
 
-
-def parse_csv(data: bytes) -> ParsedDocument:
-    """A delimited text file as a Markdown table."""
+def parse_csv(data: bytes, *, max_field_chars: int = DEFAULT_MAX_CSV_FIELD_CHARS) -> ParsedDocument:
+    """A delimited text file as a Markdown table; a field over ``max_field_chars`` stops it."""
     text, encoding = decode_text(data)
     delimiter = sniff_delimiter(text)
     builder = MarkdownBuilder()
+    # The limit is process-wide in the csv module; parses in one process run one at a time.
+    csv.field_size_limit(max_field_chars)
     try:
         builder.table(csv.reader(_lines(text), delimiter=delimiter))
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise PermanentError(
+                "parse.too_large",
+                f"this CSV file has a field longer than {max_field_chars:,} characters (the "
+                "limit); it is probably not a table (check its quoting)",
+                limit="csv_field",
+            ) from exc
         raise PermanentError(
             "parse.corrupt", f"this CSV file cannot be read ({exc}); check its quoting"
         ) from exc

@@ -10,7 +10,8 @@ millisecond beyond the parse itself; starting a process costs about half a secon
 - A call that overruns its ``timeout`` has its process killed (and replaced): ``parse.timeout``.
 - ``max_memory_bytes`` caps the address space the parse may add (``RLIMIT_AS``); running out is
   ``parse.too_large``. A process that dies (a crash in a C library, the OOM killer) is
-  ``parse.crashed``. Either way the worker and the other parses carry on.
+  ``parse.crashed``: killed by a signal, it is transient and retried once (``max_retries=1``),
+  otherwise permanent. Either way the worker and the other parses carry on.
 - A process whose peak resident memory grew past ``recycle_rss_bytes`` retires after its answer,
   so one huge document does not leave a bloated (fragmented) process behind.
 - Worker processes ignore SIGINT/SIGTERM (the parent decides when they stop, so a graceful
@@ -275,20 +276,24 @@ class _Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout=5)
 
-    def _crash_error(self, request: _Request) -> PermanentError:
+    def _crash_error(self, request: _Request) -> IngestdError:
         code = self._process.returncode
         if code is not None and -code == signal.SIGXCPU:
             return _timeout_error(request.timeout)
-        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        killed = code is not None and code < 0
+        how = f"signal {signal.Signals(-code).name}" if killed else f"exit code {code}"
         hint = ""
         if request.max_memory_bytes:
             hint = f" or need more than the {request.max_memory_bytes // 2**20} MiB memory limit"
-        return PermanentError(
-            "parse.crashed",
+        message = (
             f"the parser process died ({how}) while reading this file; the file may be "
-            f"malformed{hint}. Try re-saving it, or use another parser",
-            exit_code=code,
+            f"malformed{hint}. Try re-saving it, or use another parser"
         )
+        if killed:
+            # The OOM killer (or an operator) may have picked it for what *other* processes
+            # used: worth one more try, in a fresh process, before blaming the file.
+            return TransientError("parse.crashed", message, exit_code=code, max_retries=1)
+        return PermanentError("parse.crashed", message, exit_code=code)
 
 
 async def _maybe_in_thread(in_thread: bool, function: Any, *args: Any) -> Any:

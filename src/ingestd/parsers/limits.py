@@ -15,6 +15,12 @@ DEFAULT_MAX_PAGES = 10_000
 DEFAULT_MAX_CHARS = 20_000_000
 DEFAULT_MAX_HTML_DEPTH = 2_000
 DEFAULT_MAX_SHEET_CELLS = 5_000_000
+# csv's own default is 128 Ki characters; a field longer than this is not a table cell any more.
+DEFAULT_MAX_CSV_FIELD_CHARS = 1024 * 1024
+# Content streams of real PDFs inflate to kilobytes per page; 100 Ki pages of dense text stay under.
+DEFAULT_MAX_PDF_INFLATED_BYTES = 128 * 1024 * 1024
+# Address space one parse may add: ten times the largest file, and then some.
+DEFAULT_MAX_MEMORY_BYTES = 2 * 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,4 +32,6 @@ class ParseLimits:
     max_chars: int = DEFAULT_MAX_CHARS
     max_html_depth: int = DEFAULT_MAX_HTML_DEPTH
     max_sheet_cells: int = DEFAULT_MAX_SHEET_CELLS
+    max_csv_field_chars: int = DEFAULT_MAX_CSV_FIELD_CHARS
+    max_pdf_inflated_bytes: int = DEFAULT_MAX_PDF_INFLATED_BYTES
     zip: ZipLimits = field(default_factory=ZipLimits)

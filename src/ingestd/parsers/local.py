@@ -18,6 +18,7 @@ from typing import Any
 from ingestd.errors import IngestdError, PermanentError
 from ingestd.parsers import detect
 from ingestd.parsers.limits import ParseLimits
+from ingestd.parsers.markdown import char_limit
 from ingestd.ports import ParsedDocument
 
 # media type -> (module, function, short format name)
@@ -58,7 +59,8 @@ class LocalParser:
         self._check_size(data)
         module_name, function_name, label = self._format_of(data, media_type, filename)
         function = getattr(importlib.import_module(module_name), function_name)
-        document = translated(label, lambda: function(data, **self._options(media_type)))
+        with char_limit(self.limits.max_chars):
+            document = translated(label, lambda: function(data, **self._options(media_type)))
         metadata = {**document.metadata, "parser": self.name, "media_type": media_type}
         return dataclasses.replace(document, metadata=metadata)
 
@@ -81,11 +83,15 @@ class LocalParser:
     def _options(self, media_type: str) -> dict[str, Any]:
         limits = self.limits
         options: dict[str, dict[str, Any]] = {
-            detect.PDF: {"max_pages": limits.max_pages},
+            detect.PDF: {
+                "max_pages": limits.max_pages,
+                "max_inflated_bytes": limits.max_pdf_inflated_bytes,
+            },
             detect.DOCX: {"zip_limits": limits.zip},
             detect.PPTX: {"zip_limits": limits.zip, "max_pages": limits.max_pages},
             detect.XLSX: {"zip_limits": limits.zip, "max_cells": limits.max_sheet_cells},
             detect.HTML: {"max_depth": limits.max_html_depth},
+            detect.CSV: {"max_field_chars": limits.max_csv_field_chars},
         }
         return options.get(media_type, {})
 

@@ -4,15 +4,23 @@
 character offsets where pages start, and joins everything once at the end, so a document's text is
 held at most twice (the parts and the joined string). ``markdown_table`` renders rows of cells as a
 pipe table; ``clean_inline`` collapses the whitespace of a run of text.
+
+Inside ``char_limit(n)`` every builder stops the parse (``parse.too_large``) as soon as its text
+passes ``n`` characters, so a huge document costs the time to write ``n`` characters, not the
+time to read all of it. A context variable rather than an argument: the limit then holds for every
+format's builder without threading one more parameter through nine parsers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from itertools import islice
 from typing import Any
 
+from ingestd.errors import PermanentError
 from ingestd.parsers.language import guess_language
 from ingestd.ports import ParsedDocument
 
@@ -21,6 +29,17 @@ _HEADING_LINE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _MAX_HEADING_CHARS = 300
 _WIDTH_SAMPLE_ROWS = 100
 _ROWS_PER_PART = 512
+_CHAR_LIMIT: ContextVar[int | None] = ContextVar("markdown_char_limit", default=None)
+
+
+@contextmanager
+def char_limit(max_chars: int) -> Iterator[None]:
+    """Builders created inside this block stop the parse once their text passes ``max_chars``."""
+    token = _CHAR_LIMIT.set(max_chars)
+    try:
+        yield
+    finally:
+        _CHAR_LIMIT.reset(token)
 
 
 def clean_inline(text: str) -> str:
@@ -68,6 +87,7 @@ class MarkdownBuilder:
         self._pending_pages = 0  # pages begun whose first block has not arrived yet
         self._pages = 0
         self._blocks = 0
+        self._max_chars = _CHAR_LIMIT.get()
 
     @property
     def page_count(self) -> int:
@@ -128,6 +148,16 @@ class MarkdownBuilder:
     def _write_raw(self, text: str) -> None:
         self._parts.append(text)
         self._length += len(text)
+        self._check_length()
+
+    def _check_length(self) -> None:
+        if self._max_chars is not None and self._length > self._max_chars:
+            raise PermanentError(
+                "parse.too_large",
+                f"this document has more than {self._max_chars:,} characters of text (the "
+                "limit); reading stopped there. Split it into smaller documents",
+                limit="chars",
+            )
 
     def code_block(self, text: str, language: str = "") -> None:
         fence = "````" if "```" in text else "```"
@@ -153,6 +183,7 @@ class MarkdownBuilder:
         self._blocks += 1
         self._length += len(block)
         self._last_was_item = item
+        self._check_length()
 
 
 def finish_document(

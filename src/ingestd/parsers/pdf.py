@@ -20,7 +20,9 @@ import pypdfium2 as pdfium  # type: ignore[import-untyped]
 import pypdfium2.raw as pdfium_c  # type: ignore[import-untyped]
 
 from ingestd.errors import PermanentError
+from ingestd.parsers.limits import DEFAULT_MAX_PDF_INFLATED_BYTES
 from ingestd.parsers.markdown import MarkdownBuilder, clean_inline, finish_document
+from ingestd.parsers.pdfguard import check_pdf_streams
 from ingestd.ports import ParsedDocument
 
 _FIRST_WORD_CHAR = re.compile(r"\w")
@@ -41,9 +43,12 @@ class _Line:
     baseline: float
 
 
-def parse_pdf(data: bytes, *, max_pages: int) -> ParsedDocument:
+def parse_pdf(
+    data: bytes, *, max_pages: int, max_inflated_bytes: int = DEFAULT_MAX_PDF_INFLATED_BYTES
+) -> ParsedDocument:
     """A PDF's text layer as Markdown, with headings and paragraphs recovered from layout."""
     _check_not_truncated(data)
+    check_pdf_streams(data, max_inflated_bytes)
     with _PDFIUM:
         return _parse_locked(data, max_pages)
 

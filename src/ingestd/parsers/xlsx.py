@@ -4,8 +4,11 @@ Each worksheet is a page: ``## <sheet name>`` followed by its used cells as a pi
 non-empty row as the header; empty rows and trailing empty cells dropped). Cached values are read,
 so formulas show their last computed result. calamine reads sheets 15x faster than openpyxl, but
 it materialises each sheet as a dense grid, so a sheet whose used range spans billions of cells
-would exhaust memory: the ``<dimension>`` each sheet declares is checked first, and a workbook over
-``max_cells`` is refused. (A file that lies in its dimension is contained by process isolation.)
+would exhaust memory. So before calamine sees the file, the ``<dimension>`` each sheet declares
+is checked, and then the cells of every sheet are *counted* by streaming its XML (1 MiB at a
+time, nothing kept): a workbook over ``max_cells`` is refused either way, after reading at most
+the part of the file that passes the limit. (A sheet with few cells spread over a huge range and
+no dimension is left to the parse's memory limit.)
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import python_calamine
 
@@ -29,6 +32,8 @@ _SHEET_PART = re.compile(r"^xl/worksheets/[^/]+\.xml$")
 _DIMENSION = re.compile(rb"<(?:\w+:)?dimension\s+ref=\"([A-Z]+)(\d+)(?::([A-Z]+)(\d+))?\"")
 _CORE_TITLE = re.compile(rb"<(?:\w+:)?title\b[^>]*>([^<]*)</")
 _HEAD_BYTES = 4096
+_READ_BYTES = 1024 * 1024
+_ROOT_PREFIX = re.compile(rb"<(\w+:)?worksheet\b")
 
 
 def parse_xlsx(data: bytes, *, zip_limits: ZipLimits, max_cells: int) -> ParsedDocument:
@@ -57,21 +62,55 @@ def parse_xlsx(data: bytes, *, zip_limits: ZipLimits, max_cells: int) -> ParsedD
 
 def _check_dimensions(data: bytes, max_cells: int) -> str | None:
     """Refuse workbooks whose declared used ranges exceed ``max_cells``; return the title."""
-    total = 0
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for name in archive.namelist():
-            if _SHEET_PART.match(name):
-                with archive.open(name) as part:
-                    total += _declared_cells(part.read(_HEAD_BYTES))
-        title = _core_title(archive)
-    if total > max_cells:
-        raise PermanentError(
-            "parse.too_large",
-            f"this workbook's sheets span {total:,} cells (limit {max_cells:,}); delete unused "
-            "rows and columns (their formatting counts too), or export the needed sheets as CSV",
-            limit="cells",
-        )
-    return title
+        sheets = [name for name in archive.namelist() if _SHEET_PART.match(name)]
+        declared = 0
+        for name in sheets:
+            with archive.open(name) as part:
+                declared += _declared_cells(part.read(_HEAD_BYTES))
+        if declared > max_cells:
+            raise _too_many_cells(f"span {declared:,} cells", max_cells)
+        counted = 0
+        for name in sheets:
+            with archive.open(name) as part:
+                counted += count_cells(part, max_cells - counted)
+            if counted > max_cells:
+                raise _too_many_cells(f"hold more than {max_cells:,} cells", max_cells)
+        return _core_title(archive)
+
+
+def _too_many_cells(what: str, max_cells: int) -> PermanentError:
+    return PermanentError(
+        "parse.too_large",
+        f"this workbook's sheets {what} (limit {max_cells:,}); delete unused rows and columns "
+        "(their formatting counts too), or export the needed sheets as CSV",
+        limit="cells",
+    )
+
+
+def count_cells(part: IO[bytes], stop_after: int) -> int:
+    """The ``<c>`` elements of a worksheet's XML, read 1 MiB at a time; stops past ``stop_after``.
+
+    A tag is never split between two reads: each read is counted up to its last ``<``, and the
+    few bytes from there are carried into the next.
+    """
+    count, carry, tags = 0, b"", None
+    while chunk := part.read(_READ_BYTES):
+        buffer = carry + chunk
+        if tags is None:  # the root element's namespace prefix, if any, names the cells too
+            prefix = _ROOT_PREFIX.search(buffer)
+            if prefix is None and len(buffer) < _HEAD_BYTES:
+                carry = buffer
+                continue
+            name = (prefix.group(1) or b"") if prefix else b""
+            tags = (b"<" + name + b"c ", b"<" + name + b"c>", b"<" + name + b"c/")
+        cut = buffer.rfind(b"<")
+        cut = len(buffer) if cut == -1 else cut
+        count += sum(buffer.count(tag, 0, cut) for tag in tags)
+        if count > stop_after:
+            return count
+        carry = buffer[cut : cut + 8]  # after its "<" there is no tag, only text: 8 bytes do
+    return count + sum(carry.count(tag) for tag in tags or ())
 
 
 def _declared_cells(head: bytes) -> int:

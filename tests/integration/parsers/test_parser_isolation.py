@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -74,11 +75,31 @@ async def test_the_loop_keeps_running_during_a_parse(pool: ParserPool) -> None:
 
 
 async def test_a_crashing_parser_is_contained(pool: ParserPool) -> None:
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(TransientError) as caught:  # killed by a signal: one more try
         await pool.parse(CrashingParser(signal.SIGSEGV), b"x", "text/plain", timeout=30)
     assert caught.value.code == "parse.crashed"
+    assert caught.value.details["max_retries"] == 1
     assert "SIGSEGV" in caught.value.message
     assert (await pool.parse(EchoParser(), b"ok", "text/plain", timeout=30)).markdown == "ok"
+
+
+async def test_a_parse_killed_from_outside_gets_one_more_try() -> None:
+    """What the OOM killer does: SIGKILL to the parser process. Transient, retried once."""
+    pool = ParserPool(1)
+    try:
+        await pool.start()
+        [pid] = pool.process_ids
+        parse = asyncio.create_task(pool.parse(HangingParser(), b"x", "text/plain", timeout=60))
+        await asyncio.sleep(0)  # the request is on its way; the process will not answer
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(TransientError) as caught:
+            await parse
+        assert caught.value.code == "parse.crashed"
+        assert caught.value.details["max_retries"] == 1
+        assert "SIGKILL" in caught.value.message
+        assert (await pool.parse(EchoParser(), b"ok", "text/plain", timeout=30)).markdown == "ok"
+    finally:
+        pool.close()
 
 
 async def test_memory_limit(pool: ParserPool) -> None:
