@@ -375,6 +375,42 @@ class ApiSettings(BaseModel):
         description="Serve the API docs pages (/docs, /redoc, /openapi.json); off by default, "
         "since they map the attack surface for anyone who can reach the port.",
     )
+    host: str = Field("127.0.0.1", description="Address `ingestd serve` binds.")
+    port: int = Field(8900, ge=0, le=65535, description="Port `ingestd serve` listens on.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes (uvicorn workers).")
+    max_upload_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, description="Largest file in an upload (413 beyond)."
+    )
+    max_request_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload request body, all parts together (413 beyond).",
+    )
+    max_parts: int = Field(
+        100, ge=1, le=100_000, description="Most parts (files and fields) in one upload (413)."
+    )
+    max_json_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest body of any other request (413 beyond)."
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest total size of a request's headers (431)."
+    )
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=2, description="Largest `metadata` JSON object of an upload (413)."
+    )
+    max_json_depth: int = Field(
+        16, ge=1, le=256, description="Deepest nesting allowed in a JSON body or metadata (422)."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="Accept HS256 JWTs signed with this secret; `sub` is the owner."
+    )
+    jwt_public_key: str | None = Field(
+        None, description="Accept RS256 JWTs verified with this PEM public key."
+    )
+    jwt_audience: str | None = Field(None, description="Required `aud` of accepted JWTs.")
+    jwt_admin_claim: str | None = Field(
+        None, description="A JWT whose claim of this name is `true` acts for every owner."
+    )
 
 
 class Settings(BaseSettings):

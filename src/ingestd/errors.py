@@ -4,7 +4,9 @@
     ├── TransientError           retry with backoff (timeouts, 5xx, 429, lost connections)
     │   └── RateLimitedError     retry after the time the vendor asked for
     ├── PermanentError           fail the stage at once (bad content, auth, validation)
-    │   └── IllegalTransition    a state change the state machine forbids
+    │   ├── IllegalTransition    a state change the state machine forbids
+    │   ├── NotFound             no such object for this caller (HTTP 404)
+    │   └── Conflict             the object's state does not allow the operation (HTTP 409)
     ├── RecoverableError         a service is down: wait, then retry; counted leniently
     └── Throttled                not a failure: a shared rate limit, an open circuit breaker or
                                  a spent budget; the job is parked (no attempt counted) until
@@ -83,6 +85,14 @@ class Throttled(IngestdError):
         super().__init__(code, message, waiting_on=waiting_on, delay=round(delay, 3), **details)
         self.waiting_on = waiting_on
         self.delay = delay
+
+
+class NotFound(PermanentError):
+    """No such object for this caller; another owner's object is "not found" too."""
+
+
+class Conflict(PermanentError):
+    """The object is not in a state that allows the operation (retry a running job, ...)."""
 
 
 class IllegalTransition(PermanentError):

@@ -175,6 +175,18 @@ async def ingest_uploads(
     return [replace(r, reindexed=r.duplicate and r.job_id in moved) for r in results]
 
 
+@dataclass(frozen=True, slots=True)
+class NewDocument:
+    """A file already in the blob store, to be recorded as a document with a queued job."""
+
+    filename: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    blob_key: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 async def _insert_uploads(
     db: Database,
     blobs: BlobStore,
@@ -187,16 +199,39 @@ async def _insert_uploads(
     for upload in uploads:
         key = await asyncio.to_thread(blobs.put, upload.data)
         media_type = upload.media_type or detect_media_type(upload.data, upload.filename)
-        digest = content_key(upload.data)
-        rows.append((upload.filename, media_type, len(upload.data), digest, key, upload.metadata))
+        rows.append(
+            NewDocument(
+                upload.filename,
+                media_type,
+                len(upload.data),
+                content_key(upload.data),
+                key,
+                dict(upload.metadata),
+            )
+        )
+    return await record_documents(
+        db, rows, owner=owner, max_attempts=max_attempts, priority=priority
+    )
+
+
+async def record_documents(
+    db: Database,
+    rows: Sequence[NewDocument],
+    *,
+    owner: str,
+    max_attempts: int = 5,
+    priority: int = 0,
+) -> list[IngestResult]:
+    """Record stored files as documents and queue their jobs, in one transaction; a file whose
+    content the owner already has is answered with the existing document (``duplicate``)."""
     params: dict[str, Any] = {
         "owner": owner,
-        "filenames": [r[0] for r in rows],
-        "media_types": [r[1] for r in rows],
-        "sizes": [r[2] for r in rows],
-        "sha256s": [r[3] for r in rows],
-        "blob_keys": [r[4] for r in rows],
-        "metadatas": [Jsonb(dict(r[5])) for r in rows],
+        "filenames": [r.filename for r in rows],
+        "media_types": [r.media_type for r in rows],
+        "sizes": [r.size_bytes for r in rows],
+        "sha256s": [r.sha256 for r in rows],
+        "blob_keys": [r.blob_key for r in rows],
+        "metadatas": [Jsonb(r.metadata) for r in rows],
         "max_attempts": max_attempts,
         "priority": priority,
     }
@@ -213,13 +248,14 @@ async def _insert_uploads(
         existing = {r["sha256"]: (r["id"], r["job_id"]) for r in await cur.fetchall()}
         results = []
         seen: set[str] = set()
-        for filename, _, _, sha, _, _ in rows:
+        for row in rows:
+            sha = row.sha256
             if sha in created and sha not in seen:
                 doc_id = created[sha]
-                results.append(IngestResult(doc_id, jobs[doc_id], filename, duplicate=False))
+                results.append(IngestResult(doc_id, jobs[doc_id], row.filename, duplicate=False))
             else:
                 doc_id, job_id = existing[sha]
-                results.append(IngestResult(doc_id, job_id, filename, duplicate=True))
+                results.append(IngestResult(doc_id, job_id, row.filename, duplicate=True))
             seen.add(sha)
         return results
 

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
+from ingestd.errors import NotFound
 from ingestd.states import HAPPY_PATH, RETRY_FROM, TERMINAL_STATES, State
 from ingestd.traffic.report import snapshot as traffic_snapshot
 
@@ -108,8 +109,9 @@ async def list_jobs(
     return _jsonable(rows)  # type: ignore[no-any-return]
 
 
-class JobNotFound(LookupError):
-    pass
+class JobNotFound(NotFound, LookupError):
+    def __init__(self, message: str) -> None:
+        super().__init__("job.not_found", message)
 
 
 async def get_job(db: Database, job_id: str, *, owner: str | None = None) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
@@ -44,11 +47,15 @@ async def search(
     embedder: Embedder,
     text: str,
     *,
-    owner: str,
+    owner: str | None,
     limit: int = 5,
     document_id: uuid.UUID | None = None,
+    document_ids: Sequence[uuid.UUID] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> list[SearchResult]:
-    """The ``limit`` chunks of ``owner``'s documents nearest ``text``, best first."""
+    """The ``limit`` chunks of ``owner``'s documents (every owner's: None) nearest ``text``,
+    best first; optionally only in ``document_ids`` or documents whose metadata contains
+    ``metadata``."""
     if not text.strip():
         raise PermanentError("search.empty_query", "the search text is empty")
     if not 1 <= limit <= 1000:
@@ -58,7 +65,14 @@ async def search(
     query = sql.SQL(QUERIES["search_chunks"]).format(
         dims=sql.Literal(embedder.dimensions), model=sql.Literal(embedder.model)
     )
-    params = {"query": vector, "owner": owner, "document_id": document_id, "limit": limit}
+    ids = [*(document_ids or ()), *([document_id] if document_id else [])]
+    params = {
+        "query": vector,
+        "owner": owner,
+        "document_ids": ids or None,
+        "metadata": Jsonb(metadata) if metadata is not None else None,
+        "limit": limit,
+    }
 
     async def work(conn: Conn) -> list[SearchResult]:
         # Keep scanning the index until enough rows pass the owner/document filter (pgvector

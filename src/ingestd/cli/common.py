@@ -14,6 +14,7 @@ from rich.console import Console
 
 from ingestd.app import App, open_app
 from ingestd.config import Settings, read_settings
+from ingestd.db import Database
 from ingestd.errors import IngestdError
 from ingestd.logs import configure_logging
 from ingestd.redact import redact
@@ -78,6 +79,12 @@ def reporting_errors(call: Callable[[], T]) -> T:
 async def with_app(settings: Settings, body: Callable[[App], Awaitable[T]]) -> T:
     async with open_app(settings) as opened:
         return await body(opened)
+
+
+async def with_db(settings: Settings, body: Callable[[Database], Awaitable[T]]) -> T:
+    """Only the database (migrated), for commands that need no adapters: quicker to start."""
+    async with Database.from_settings(settings) as db:
+        return await body(db)
 
 
 def print_json(value: Any) -> None:

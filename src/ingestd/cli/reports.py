@@ -104,14 +104,16 @@ def jobs_show(
     """One job in full, with its event history."""
     settings = load_settings()
 
-    async def body(opened: App) -> dict[str, Any]:
-        return await reports.get_job(opened.db, job_id, owner=owner)
+    async def body(opened: App) -> dict[str, Any] | reports.JobNotFound:
+        try:
+            return await reports.get_job(opened.db, job_id, owner=owner)
+        except reports.JobNotFound as exc:
+            return exc
 
-    try:
-        job = run_command(with_app(settings, body))
-    except reports.JobNotFound as exc:
-        err_console.print(str(exc))
-        raise typer.Exit(4) from exc
+    job = run_command(with_app(settings, body))
+    if isinstance(job, reports.JobNotFound):
+        err_console.print(job.message)
+        raise typer.Exit(4)
     if as_json:
         print_json(job)
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
 import typer
 
@@ -121,16 +122,37 @@ def db_url(
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", envvar="INGESTD_SERVE_HOST", help="Address to bind."),
-    port: int = typer.Option(8900, envvar="INGESTD_SERVE_PORT", help="Port to listen on."),
+    host: str | None = typer.Option(
+        None, envvar="INGESTD_SERVE_HOST", help="Address to bind (default: INGESTD_API__HOST)."
+    ),
+    port: int | None = typer.Option(
+        None, envvar="INGESTD_SERVE_PORT", help="Port to listen on (default: INGESTD_API__PORT)."
+    ),
+    workers: int | None = typer.Option(
+        None, help="Server processes (default: INGESTD_API__WORKERS)."
+    ),
 ) -> None:
-    """The HTTP app: health checks and the LlamaParse webhook (POST /v1/webhooks/llamaparse)."""
+    """The HTTP API (docs/reference/http.md), health checks and the LlamaParse webhook."""
     import uvicorn
 
+    settings = load_settings(service=True)
+    api = settings.api
+    options: dict[str, Any] = {
+        "host": host or api.host,
+        "port": api.port if port is None else port,
+        "log_level": settings.log_level.lower(),
+        "h11_max_incomplete_event_size": api.max_header_bytes,
+        "timeout_graceful_shutdown": 5,
+    }
+    if (workers or api.workers) > 1:
+        # Each server process builds its own app (and pool) from the environment.
+        uvicorn.run(
+            "ingestd.api.app:create_app", factory=True, workers=workers or api.workers, **options
+        )
+        return
     from ingestd.api.app import create_app
 
-    settings = load_settings(service=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    uvicorn.run(create_app(settings), **options)
 
 
 FaultOpt = typer.Option(

@@ -13,7 +13,7 @@ import io
 import json
 import re
 import zipfile
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 import puremagic
 
@@ -102,6 +102,15 @@ def detect_media_type(data: bytes, filename: str = "") -> str:
     return _detect_text(head, hint, complete=len(data) <= _SNIFF_BYTES)
 
 
+def detect_file_media_type(path: Path, filename: str = "") -> str:
+    """``detect_media_type`` for a file on disk, reading only its head (and a ZIP's directory)."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES + 1)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _detect_zip(path)
+    return detect_media_type(head, filename)
+
+
 def _detect_binary(data: bytes, head: bytes, hint: str) -> str | None:
     if b"%PDF-" in head[:1024]:
         return PDF
@@ -122,9 +131,9 @@ def _detect_ole(hint: str) -> str:
     return hint if hint in _OLE_HINTS else OLE
 
 
-def _detect_zip(data: bytes) -> str:
+def _detect_zip(data: bytes | Path) -> str:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as archive:
             names = set(archive.namelist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return ZIP

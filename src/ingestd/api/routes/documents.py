@@ -1,0 +1,204 @@
+"""``/v1/documents``: upload (streamed), list, read, page chunks, delete — the caller's own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from ingestd.api.auth import CurrentPrincipal
+from ingestd.api.errors import ApiError
+from ingestd.api.openapi import NOT_FOUND, Responses, error_answer
+from ingestd.api.routes.jobs import LimitQuery, StateQuery, db_of
+from ingestd.api.schemas import ChunkPage, Document, DocumentPage, UploadResult
+from ingestd.api.uploads import ReceivedFile, ReceivedUpload, escaped, receive_upload
+from ingestd.config import Settings
+from ingestd.ingest import NewDocument, record_documents
+from ingestd.parsers.detect import SUPPORTED_MEDIA_TYPES, detect_file_media_type
+from ingestd.ports import BlobStore
+from ingestd.service import documents
+from ingestd.service.uploads import idempotent_answer, remember_answer
+
+router = APIRouter(prefix="/v1", tags=["documents"])
+
+UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "One part per file (repeat the field).",
+                    },
+                    "metadata": {
+                        "type": "string",
+                        "description": "A JSON object stored with every file of the request.",
+                        "example": '{"team": "finance"}',
+                    },
+                },
+            }
+        }
+    },
+}
+
+UPLOAD_RESPONSES: Responses = {
+    200: {"model": UploadResult, "description": "Every file was a duplicate of the owner's."},
+    403: error_answer("A non-admin key asked to upload for another owner."),
+    413: error_answer("A file, the metadata, the number of parts or the body is too large."),
+    415: error_answer("Not multipart/form-data, or a file of an unsupported type."),
+}
+
+
+def _blobs(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.blobs
+    return blobs
+
+
+@router.post(
+    "/documents",
+    status_code=201,
+    response_model=UploadResult,
+    responses=UPLOAD_RESPONSES,
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
+async def upload_documents(
+    request: Request,
+    principal: CurrentPrincipal,
+    owner: Annotated[
+        str | None, Query(max_length=200, description="Admins: upload for this owner.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="The same key sent again answers the first answer, changing nothing.",
+        ),
+    ] = None,
+) -> Response:
+    """Upload one or more files (form field `file`, repeatable), streamed to the blob store.
+    The type is judged from the content. Identical content the owner already has answers the
+    existing document (`duplicate`); the answer is 201 if anything new was queued, else 200."""
+    target = principal.owner_for_upload(owner)
+    db = db_of(request)
+    if idempotency_key:
+        stored = await idempotent_answer(db, target, idempotency_key)
+        if stored is not None:
+            return JSONResponse(stored[1], status_code=stored[0])
+    settings: Settings = request.app.state.settings
+    received = await receive_upload(
+        request.headers.get("content-type"), request.stream(), settings.api, settings.home / "tmp"
+    )
+    try:
+        rows = await _store(received, _blobs(request))
+    finally:
+        received.cleanup()
+    results = await record_documents(
+        db, rows, owner=target, max_attempts=settings.worker.max_attempts
+    )
+    body = {
+        "documents": [
+            {
+                "document_id": str(r.document_id),
+                "job_id": str(r.job_id) if r.job_id else None,
+                "filename": r.filename,
+                "duplicate": r.duplicate,
+            }
+            for r in results
+        ]
+    }
+    status = 200 if all(r.duplicate for r in results) else 201
+    if idempotency_key:
+        await remember_answer(db, target, idempotency_key, status, body)
+    return JSONResponse(body, status_code=status)
+
+
+async def _store(received: ReceivedUpload, blobs: BlobStore) -> list[NewDocument]:
+    """Check every file first (nothing is stored if one is refused), then store them all."""
+    checked: list[tuple[ReceivedFile, str]] = []
+    for f in received.files:
+        if f.size == 0:
+            raise ApiError(422, "upload.empty", f"{f.filename!r} is empty")
+        media_type = await asyncio.to_thread(detect_file_media_type, f.path, f.filename)
+        if media_type not in SUPPORTED_MEDIA_TYPES:
+            raise ApiError(
+                415, "upload.unsupported_type", f"{f.filename!r} is {media_type}: not supported"
+            )
+        checked.append((f, media_type))
+    rows = []
+    for f, media_type in checked:
+        key = await asyncio.to_thread(blobs.put_file, f.path)
+        metadata = dict(received.metadata)
+        if f.raw_filename != f.filename:
+            metadata["original_filename"] = escaped(f.raw_filename)
+        rows.append(NewDocument(f.filename, media_type, f.size, f.sha256, key, metadata))
+    return rows
+
+
+@router.get("/documents", response_model=DocumentPage)
+async def list_documents(
+    request: Request,
+    principal: CurrentPrincipal,
+    states: StateQuery = None,
+    media_types: Annotated[
+        list[str] | None, Query(alias="media_type", description="Repeatable.", max_length=20)
+    ] = None,
+    limit: LimitQuery = 50,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> dict[str, Any]:
+    """Documents, newest first, filtered by their job's state and by media type; cursor-paged."""
+    page, next_cursor = await documents.find_documents(
+        db_of(request),
+        owner=principal.scope,
+        states=states,
+        media_types=media_types,
+        limit=limit,
+        cursor=cursor,
+    )
+    return {"documents": page, "next_cursor": next_cursor}
+
+
+@router.get("/documents/{document_id}", response_model=Document, responses=NOT_FOUND)
+async def get_document(
+    request: Request, principal: CurrentPrincipal, document_id: uuid.UUID
+) -> Any:
+    """One document, with the state of its job."""
+    return await documents.get_document(db_of(request), document_id, owner=principal.scope)
+
+
+@router.get("/documents/{document_id}/chunks", response_model=ChunkPage, responses=NOT_FOUND)
+async def get_document_chunks(
+    request: Request,
+    principal: CurrentPrincipal,
+    document_id: uuid.UUID,
+    limit: LimitQuery = 100,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> dict[str, Any]:
+    """The document's stored chunks in order (empty until its job is complete); cursor-paged."""
+    page, next_cursor = await documents.document_chunks(
+        db_of(request), document_id, owner=principal.scope, limit=limit, cursor=cursor
+    )
+    return {"chunks": page, "next_cursor": next_cursor}
+
+
+@router.delete(
+    "/documents/{document_id}",
+    status_code=204,
+    response_class=Response,
+    responses=NOT_FOUND,
+)
+async def delete_document(
+    request: Request, principal: CurrentPrincipal, document_id: uuid.UUID
+) -> Response:
+    """Delete a document: its job is cancelled in whatever state it is, its chunks and buffers
+    removed, and its blob deleted unless another document uses the same content."""
+    await documents.delete_document(
+        db_of(request), _blobs(request), document_id, owner=principal.scope
+    )
+    return Response(status_code=204)

@@ -1,0 +1,126 @@
+"""Documents as an application sees them: record uploads, list, read, page chunks, delete.
+
+Always within an owner scope (``owner=None``: every owner). Deleting a document cancels its job
+whatever its state (fencing out the worker that may hold it), removes its chunks, buffers and
+events with it, and then its blobs unless another document or job still uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from ingestd.db import QUERIES, Database
+from ingestd.db.database import Conn
+from ingestd.errors import NotFound
+from ingestd.ports import BlobStore
+from ingestd.service.jobs import check_states
+from ingestd.service.paging import check_limit, decode_cursor, encode_cursor
+
+_CURSOR = ("created_at", "id")
+
+
+class DocumentNotFound(NotFound):
+    def __init__(self, document_id: object) -> None:
+        super().__init__("document.not_found", f"no document {document_id}")
+
+
+def _params(owner: str | None, **filters: Any) -> dict[str, Any]:
+    return {
+        "owner": owner,
+        "document_id": None,
+        "states": None,
+        "media_types": None,
+        "before_created": None,
+        "before_id": None,
+        "limit": 1,
+        **filters,
+    }
+
+
+async def find_documents(
+    db: Database,
+    *,
+    owner: str | None,
+    states: Sequence[str] | None = None,
+    media_types: Sequence[str] | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of documents, newest first, and the next page's cursor (None at the end)."""
+    after = decode_cursor(cursor, _CURSOR)
+    params = _params(
+        owner,
+        states=check_states(states),
+        media_types=list(media_types) if media_types else None,
+        before_created=after["created_at"],
+        before_id=after["id"],
+        limit=check_limit(limit) + 1,
+    )
+    rows = await db.fetch_all(QUERIES["find_documents"], params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    next_cursor = (
+        encode_cursor({"created_at": last["created_at"].isoformat(), "id": last["id"]})
+        if last
+        else None
+    )
+    return rows, next_cursor
+
+
+async def get_document(
+    db: Database, document_id: uuid.UUID, *, owner: str | None
+) -> dict[str, Any]:
+    rows = await db.fetch_all(QUERIES["find_documents"], _params(owner, document_id=document_id))
+    if not rows:
+        raise DocumentNotFound(document_id)
+    return rows[0]
+
+
+async def document_chunks(
+    db: Database,
+    document_id: uuid.UUID,
+    *,
+    owner: str | None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the document's stored chunks, in document order."""
+    await get_document(db, document_id, owner=owner)
+    after = decode_cursor(cursor, ("ordinal",))["ordinal"]
+    params = {
+        "document_id": document_id,
+        "after": after if isinstance(after, int) else -1,
+        "limit": check_limit(limit) + 1,
+    }
+    rows = await db.fetch_all(QUERIES["document_chunks"], params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor({"ordinal": rows[-1]["ordinal"]}) if more else None
+
+
+async def delete_document(
+    db: Database, blobs: BlobStore, document_id: uuid.UUID, *, owner: str | None
+) -> None:
+    """Cancel the document's job, delete the document (its job, events, buffers and chunks go
+    with it), then delete its blobs that nothing else uses."""
+
+    async def work(conn: Conn) -> list[str]:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(QUERIES["lock_document"], {"document_id": document_id, "owner": owner})
+        found = await cur.fetchone()
+        if found is None:
+            raise DocumentNotFound(document_id)
+        await cur.execute(QUERIES["cancel_jobs"], {"ids": found["job_ids"], "owner": owner})
+        await cur.execute(QUERIES["delete_document"], {"document_id": document_id})
+        keys = [k for k in [found["blob_key"], *found["parsed_blob_keys"]] if k]
+        await cur.execute(QUERIES["unreferenced_blobs"], {"keys": keys})
+        return [row["key"] for row in await cur.fetchall()]
+
+    for key in await db.transaction(work):
+        await asyncio.to_thread(blobs.delete, key)
