@@ -104,8 +104,9 @@ SELECT c.id AS chunk_id, c.document_id, d.filename, c.ordinal, c.text, c.heading
        1 - (c.embedding::vector({dims}) <=> %(query)s::vector({dims})) AS score
 FROM chunks c JOIN documents d ON d.id = c.document_id
 WHERE c.embedding_model = {model}
-  AND c.owner = %(owner)s
-  AND (%(document_id)s::uuid IS NULL OR c.document_id = %(document_id)s)
+  AND (%(owner)s::text IS NULL OR c.owner = %(owner)s)
+  AND (%(document_ids)s::uuid[] IS NULL OR c.document_id = ANY(%(document_ids)s))
+  AND (%(metadata)s::jsonb IS NULL OR d.metadata @> %(metadata)s)
 ORDER BY c.embedding::vector({dims}) <=> %(query)s::vector({dims})
 LIMIT %(limit)s
 
