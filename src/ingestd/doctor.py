@@ -27,7 +27,7 @@ LIVE_PARSE_TIMEOUT_SECONDS = 120.0
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    status: str  # ok | fail | skip
+    status: str  # ok | warn | fail | skip
     detail: str
 
     def to_json(self) -> dict[str, str]:
@@ -53,7 +53,38 @@ async def run_checks(settings: Settings, *, live: bool = False) -> list[CheckRes
     results.append(await _check("blob store", lambda: _blobs(settings)))
     results.append(await _check("embedder", lambda: _embedder(settings, live)))
     results.append(await _check("parser", lambda: _parser(settings, live)))
+    results += await _operations(settings)
     return results
+
+
+async def _operations(settings: Settings) -> list[CheckResult]:
+    """Alerts firing, stale workers, long-held jobs, disk (ingestd.observability.checks)."""
+    from ingestd.observability import checks
+
+    results = [_verdict("disk", lambda: checks.disk_check(settings))]
+    try:
+        async with Database.from_settings(settings) as db:
+            for name, check in (
+                ("alerts", checks.alerts_check),
+                ("workers", checks.workers_check),
+                ("long-held jobs", checks.long_leases_check),
+            ):
+                try:
+                    status, detail = await check(db, settings)
+                except Exception as exc:
+                    status, detail = "fail", f"{type(exc).__name__}: {exc}"
+                results.append(CheckResult(name, status, detail))
+    except Exception as exc:
+        results.append(CheckResult("operations", "skip", f"no database: {exc}"))
+    return results
+
+
+def _verdict(name: str, body: Callable[[], tuple[str, str]]) -> CheckResult:
+    try:
+        status, detail = body()
+    except Exception as exc:
+        return CheckResult(name, "fail", f"{type(exc).__name__}: {exc}")
+    return CheckResult(name, status, detail)
 
 
 async def _database(settings: Settings) -> str:

@@ -266,12 +266,12 @@ class Pipeline:
         if state in (State.UPLOADED, State.PARSE_QUEUED, State.PARSED):
             return self.ports.parser_name
         if state in (State.EMBEDDING_QUEUED, State.EMBEDDING_IN_PROGRESS):
-            return type(self.ports.embedder).__module__.rsplit(".", 1)[-1]
+            return self.ports.embedding_service
         return "internal"
 
     @staticmethod
     def _log_outcome(outcome: Outcome, moved: bool) -> None:
-        if moved and outcome.kind not in ("fail", "retry"):
+        if moved and outcome.kind not in ("fail", "retry", "park"):
             return
         with bound_contextvars(**outcome.job.log_fields()):
             if not moved:

@@ -53,7 +53,7 @@ async def test_fleet_snapshot_counts_what_the_database_holds(app: App) -> None:
         "UPDATE jobs SET state = 'failed_parse', last_error = '{\"code\": \"parse.empty\"}'"
         " WHERE id = (SELECT id FROM jobs WHERE state = 'parse_queued' LIMIT 1)"
     )
-    snap = await fleet_snapshot(app.db, app.settings.observability)
+    snap = await fleet_snapshot(app.db, app.settings)
     assert snap.jobs_by_state["uploaded"] == 2 and snap.jobs_by_state["parse_queued"] == 1
     assert snap.jobs_by_state["failed_parse"] == 1
     assert (snap.runnable, snap.waiting, snap.leased) == (1, 1, 1)

@@ -13,7 +13,6 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus text format; the fleet figures are computed now, from the database."""
-    settings = request.app.state.settings.observability
-    snapshot = await fleet_snapshot(request.app.state.db, settings)
+    snapshot = await fleet_snapshot(request.app.state.db, request.app.state.settings)
     body = exposition(fleet_families(snapshot))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -4,10 +4,10 @@ Each module registers its commands on the Typer apps of ``common``; importing th
 order, gives ``ingestd --help`` its order.
 """
 
-from ingestd.cli import keys, pipeline, reports, system, traffic
+from ingestd.cli import keys, pipeline, reports, system, traffic, watch
 from ingestd.cli.common import app
 
-__all__ = ["app", "keys", "main", "pipeline", "reports", "system", "traffic"]
+__all__ = ["app", "keys", "main", "pipeline", "reports", "system", "traffic", "watch"]
 
 
 def main() -> None:

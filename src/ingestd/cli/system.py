@@ -266,9 +266,11 @@ def doctor(
         print_json([r.to_json() for r in results])
     else:
         for r in results:
-            mark = {"ok": "[green]ok[/green]", "skip": "[yellow]skip[/yellow]"}.get(
-                r.status, "[red]FAIL[/red]"
-            )
+            mark = {
+                "ok": "[green]ok[/green]",
+                "skip": "[yellow]skip[/yellow]",
+                "warn": "[yellow]warn[/yellow]",
+            }.get(r.status, "[red]FAIL[/red]")
             console.print(f"{mark:>20}  {r.name:28} {r.detail}")
     if any(r.status == "fail" for r in results):
         raise typer.Exit(1)

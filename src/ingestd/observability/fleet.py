@@ -18,10 +18,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
-from ingestd.config import ObservabilitySettings
+from ingestd.config import Settings
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
 from ingestd.states import FAILED_STATES, State
+from ingestd.traffic.budgets import budget_status, spend_of
 
 
 @dataclass
@@ -43,6 +44,14 @@ class FleetSnapshot:
     recent_failed: int = 0
     recent_finished: int = 0
     recent_lease_expired: int = 0
+    # Alert name -> firing, as last recorded by an evaluation (ingestd serve, ingestd alerts).
+    alerts: dict[str, bool] = field(default_factory=dict)
+    # Traffic control (ingestd.traffic): breaker states, parked jobs by what they wait on, rate
+    # limits (name, per minute, paused until), budgets against their caps.
+    breakers: dict[str, str] = field(default_factory=dict)
+    parked: dict[str, int] = field(default_factory=dict)
+    limits: list[dict[str, Any]] = field(default_factory=list)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
     taken_at: float = field(default_factory=time.time)
 
     @property
@@ -50,7 +59,9 @@ class FleetSnapshot:
         return self.runnable + self.waiting + self.leased + self.lease_expired
 
 
-async def fleet_snapshot(db: Database, settings: ObservabilitySettings) -> FleetSnapshot:
+async def fleet_snapshot(db: Database, config: Settings) -> FleetSnapshot:
+    settings = config.observability
+
     async def work(conn: Conn) -> FleetSnapshot:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(QUERIES["fleet_jobs"], {"stuck": settings.stuck_job_seconds})
@@ -76,9 +87,36 @@ async def fleet_snapshot(db: Database, settings: ObservabilitySettings) -> Fleet
         snap.recent_failed = recent.get("failed", 0)
         snap.recent_finished = recent.get("finished", 0)
         snap.recent_lease_expired = recent.get("lease_expired", 0)
+        await cur.execute(QUERIES["alert_states"])
+        snap.alerts = {row["name"]: row["firing"] for row in await cur.fetchall()}
+        await _traffic(cur, snap, config)
         return snap
 
     return await db.transaction(work, deadline=30)
+
+
+async def _traffic(cur: Any, snap: FleetSnapshot, config: Settings) -> None:
+    await cur.execute(QUERIES["list_breakers"])
+    snap.breakers = {row["service"]: row["state"] for row in await cur.fetchall()}
+    await cur.execute(QUERIES["waiting_counts"])
+    snap.parked = {row["waiting_on"]: row["jobs"] for row in await cur.fetchall()}
+    await cur.execute(QUERIES["list_limits"])
+    snap.limits = [
+        {
+            "name": row["name"],
+            "per_minute": round(row["rate"] * 60, 3),
+            "available": round(row["available"], 3),
+            "paused_until": row["paused_until"].isoformat() if row["paused_until"] else None,
+        }
+        for row in await cur.fetchall()
+    ]
+    if config.traffic.budgets:
+        await cur.execute(QUERIES["period_spend"], {"services": None})
+        spend = [spend_of(row) for row in await cur.fetchall()]
+        snap.budgets = budget_status(config.traffic.budgets, spend)
+
+
+BREAKER_STATES = ("closed", "half_open", "open")
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -146,6 +184,46 @@ def fleet_families(snap: FleetSnapshot) -> Iterator[Metric]:
     yield _gauge(
         "ingestd_workers_jobs_held", "Jobs the live workers say they hold.", snap.workers_held
     )
+    yield _labelled(
+        "ingestd_alert_firing",
+        "1 while ingestd's own evaluation of an alert rule says it fires (ingestd alerts).",
+        ["alert"],
+        (([name], float(firing)) for name, firing in sorted(snap.alerts.items())),
+    )
+    yield _labelled(
+        "ingestd_breaker_state",
+        "1 for the state each service's circuit breaker is in (closed, half_open, open).",
+        ["service", "state"],
+        (
+            ([service, name], float(state == name))
+            for service, state in sorted(snap.breakers.items())
+            for name in BREAKER_STATES
+        ),
+    )
+    yield _labelled(
+        "ingestd_jobs_parked",
+        "Jobs parked by traffic control, by what they wait on (a limit, breaker:, budget:).",
+        ["waiting_on"],
+        (([name], n) for name, n in sorted(snap.parked.items())),
+    )
+    yield _labelled(
+        "ingestd_rate_limit_per_minute",
+        "Each shared rate limit's current rate (units per minute).",
+        ["limit"],
+        (([limit["name"]], limit["per_minute"]) for limit in snap.limits),
+    )
+    yield _labelled(
+        "ingestd_budget_spent",
+        "What each budget's period has spent so far, by unit (usd, tokens, pages).",
+        ["budget", "unit"],
+        (([b["name"], b["unit"]], b["spent"]) for b in snap.budgets),
+    )
+    yield _labelled(
+        "ingestd_budget_limit",
+        "Each budget's cap, by unit.",
+        ["budget", "unit"],
+        (([b["name"], b["unit"]], b["cap"]) for b in snap.budgets),
+    )
     yield _gauge(
         "ingestd_fleet_scrape_timestamp_seconds", "When these figures were read.", snap.taken_at
     )
@@ -182,4 +260,13 @@ def as_dict(snap: FleetSnapshot) -> dict[str, Any]:
             "stale": snap.workers_stale,
             "held": snap.workers_held,
         },
+    }
+
+
+def traffic_dict(snap: FleetSnapshot) -> dict[str, Any]:
+    return {
+        "breakers": [{"service": s, "state": st} for s, st in sorted(snap.breakers.items())],
+        "parked": snap.parked,
+        "limits": snap.limits,
+        "budgets": snap.budgets,
     }

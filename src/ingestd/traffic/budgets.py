@@ -95,6 +95,40 @@ def crossed(
     return None
 
 
+def budget_status(
+    budgets: Sequence[BudgetSettings], spend: Iterable[Spend]
+) -> list[dict[str, Any]]:
+    """Each budget's spend against its caps, per unit (pure; metrics and the dashboard show it).
+
+    A per-owner budget (``owner="*"``) reports its most-spent owner."""
+    spend = list(spend)
+    out = []
+    for budget in budgets:
+        mine = [s for s in spend if budget.service == "*" or s.service == budget.service]
+        owners: list[str | None] = [None]
+        if budget.owner == "*":
+            owners = list(dict.fromkeys(s.owner for s in mine)) or [None]
+        elif budget.owner is not None:
+            owners = [budget.owner]
+        for unit, cap in _caps(budget).items():
+            used = max(
+                sum(
+                    getattr(getattr(s, budget.period), unit)
+                    for s in mine
+                    if owner is None or s.owner == owner
+                )
+                for owner in owners
+            )
+            name = budget_name(budget, None if budget.owner == "*" else budget.owner)
+            out.append({"name": name, "unit": unit, "spent": float(used), "cap": cap})
+    return out
+
+
+def spend_of(row: Mapping[str, Any]) -> Spend:
+    """A ``period_spend`` row as a :class:`Spend`."""
+    return _spend(row)
+
+
 class Budgets:
     """The budgets of the settings over the usage ledger."""
 
@@ -166,4 +200,13 @@ async def record_usage(conn: Conn, service: str, by_owner: Mapping[str, Usage]) 
     )
 
 
-__all__ = ["Budgets", "Spend", "Usage", "crossed", "period_end", "record_usage"]
+__all__ = [
+    "Budgets",
+    "Spend",
+    "Usage",
+    "budget_status",
+    "crossed",
+    "period_end",
+    "record_usage",
+    "spend_of",
+]

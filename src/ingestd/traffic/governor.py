@@ -29,6 +29,7 @@ import structlog
 
 from ingestd.config import ServiceLimitSettings, TrafficSettings
 from ingestd.errors import IngestdError, RateLimitedError, Throttled, TransientError
+from ingestd.observability.metrics import record_rate_limit_wait
 from ingestd.traffic.breakers import OPEN, SharedBreakers
 from ingestd.traffic.headers import RateLimitSnapshot
 from ingestd.traffic.limits import Correction, Limit, Limiter, correction
@@ -157,6 +158,7 @@ class Governor:
                 delay=grant.wait,
             )
         if grant.wait > 0:
+            record_rate_limit_wait(grant.slowest or "rate_limit", grant.wait)
             await asyncio.sleep(grant.wait)
 
     async def _observe(

@@ -1,7 +1,8 @@
 -- Read-side queries for metrics, alerts and the dashboard. Used by ingestd/observability/.
 
 -- name: fleet_jobs
--- One pass over jobs: counts by state, and what is runnable, waiting, leased or stuck.
+-- One pass over jobs: counts by state, and what is runnable, waiting, leased or stuck (due, yet
+-- in the same state for longer than the stuck threshold: held by a hung worker, or by none).
 SELECT state,
        count(*) AS jobs,
        count(*) FILTER (WHERE completed_at IS NULL AND next_attempt_at <= now()
@@ -15,7 +16,7 @@ SELECT state,
            WHERE completed_at IS NULL AND next_attempt_at <= now()
              AND (lease_expires_at IS NULL OR lease_expires_at < now())))::float8
            AS oldest_runnable_seconds,
-       count(*) FILTER (WHERE completed_at IS NULL
+       count(*) FILTER (WHERE completed_at IS NULL AND next_attempt_at <= now()
                         AND state_changed_at < now() - make_interval(secs => %(stuck)s))
            AS stuck
 FROM jobs
@@ -48,3 +49,130 @@ SELECT count(*) FILTER (WHERE kind = 'fail') AS failed,
        count(*) FILTER (WHERE kind = 'fail' OR to_state = 'complete') AS finished,
        count(*) FILTER (WHERE kind = 'lease_expired') AS lease_expired
 FROM job_events WHERE created_at > now() - make_interval(secs => %(window)s)
+
+-- name: alert_states
+SELECT name, firing, since, value, summary, evaluated_at FROM alert_state ORDER BY name
+
+-- name: lock_alert_evaluation
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: save_alert_state
+INSERT INTO alert_state (name, firing, since, value, summary, evaluated_at)
+VALUES (%(name)s, %(firing)s, %(since)s, %(value)s, %(summary)s, now())
+ON CONFLICT (name) DO UPDATE SET firing = EXCLUDED.firing, since = EXCLUDED.since,
+    value = EXCLUDED.value, summary = EXCLUDED.summary, evaluated_at = now()
+
+-- name: record_alert_event
+INSERT INTO alert_events (name, status, value, summary) VALUES (%(name)s, %(status)s, %(value)s,
+    %(summary)s)
+RETURNING id, created_at
+
+-- name: mark_alert_notified
+UPDATE alert_events SET notified = true WHERE id = ANY(%(ids)s)
+
+-- name: alert_history
+SELECT id, name, status, value, summary, notified, created_at FROM alert_events
+ORDER BY id DESC LIMIT %(limit)s
+
+-- name: workers_overview
+SELECT id, hostname, pid, concurrency, status, active_jobs, processed, started_at, heartbeat_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds,
+       CASE WHEN status = 'stopped' THEN 'stopped'
+            WHEN heartbeat_at > now() - make_interval(secs => %(stale)s) THEN 'live'
+            ELSE 'stale' END AS liveness
+FROM workers
+WHERE %(all)s OR status <> 'stopped'
+ORDER BY started_at
+
+-- name: held_jobs
+SELECT j.id, j.state, j.lease_owner, j.attempt, d.filename, j.lease_expires_at,
+       extract(epoch FROM now() - j.state_changed_at)::float8 AS in_state_seconds
+FROM jobs j JOIN documents d ON d.id = j.document_id
+WHERE j.lease_owner = ANY(%(workers)s) AND j.completed_at IS NULL
+ORDER BY j.lease_owner, j.state_changed_at
+
+-- name: long_leased_jobs
+SELECT count(*) AS jobs, max(extract(epoch FROM now() - state_changed_at))::float8 AS longest
+FROM jobs
+WHERE completed_at IS NULL AND lease_expires_at > now()
+  AND state_changed_at < now() - make_interval(secs => %(seconds)s)
+
+-- name: refresh_rollup
+-- Recompute the last few minutes (events of transactions still open then are counted on the
+-- next pass), and catch up from the last rolled-up minute when nobody refreshed for a while.
+WITH since AS (
+    SELECT greatest(coalesce(max(minute), '-infinity'::timestamptz) - interval '3 minutes',
+                    now() - interval '7 days') AS t
+    FROM event_rollup
+)
+INSERT INTO event_rollup (minute, from_state, kind, to_state, code, events, duration_ms_sum,
+                          duration_ms_max, timed)
+SELECT date_trunc('minute', e.created_at), e.from_state, e.kind, e.to_state,
+       coalesce(e.error ->> 'code', ''), count(*), coalesce(sum(e.duration_ms), 0),
+       coalesce(max(e.duration_ms), 0), count(e.duration_ms)
+FROM job_events e, since
+WHERE e.created_at >= since.t
+GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (minute, from_state, kind, to_state, code) DO UPDATE SET
+    events = EXCLUDED.events, duration_ms_sum = EXCLUDED.duration_ms_sum,
+    duration_ms_max = EXCLUDED.duration_ms_max, timed = EXCLUDED.timed
+
+-- name: rollup_series
+SELECT minute, from_state, kind, to_state, code, events, duration_ms_sum, duration_ms_max, timed
+FROM event_rollup
+WHERE minute >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s)
+ORDER BY minute
+
+-- name: latest_failures
+SELECT j.id, j.owner, d.filename, j.state, j.last_error ->> 'code' AS code,
+       j.last_error ->> 'message' AS message, j.completed_at
+FROM jobs j JOIN documents d ON d.id = j.document_id
+WHERE j.state = ANY(%(states)s)
+ORDER BY j.completed_at DESC NULLS LAST
+LIMIT %(limit)s
+
+-- name: dashboard_jobs
+SELECT j.id, j.owner, d.filename, j.state, j.last_error ->> 'code' AS code, j.retry_count,
+       j.attempt, j.created_at, j.updated_at
+FROM jobs j JOIN documents d ON d.id = j.document_id
+WHERE (%(state)s::text IS NULL OR j.state = %(state)s)
+  AND (%(code)s::text IS NULL OR j.last_error ->> 'code' = %(code)s)
+  AND (%(owner)s::text IS NULL OR j.owner = %(owner)s)
+  AND (%(q)s::text IS NULL OR d.filename ILIKE '%%' || %(q)s || '%%')
+  AND (%(before)s::timestamptz IS NULL
+       OR (j.created_at, j.id) < (%(before)s::timestamptz, %(before_id)s::uuid))
+ORDER BY j.created_at DESC, j.id DESC
+LIMIT %(limit)s
+
+-- name: dashboard_job
+SELECT j.id, j.document_id, j.owner, d.filename, d.media_type, d.size_bytes, j.state,
+       j.attempt, j.retry_count, j.max_attempts, j.lease_owner, j.lease_expires_at,
+       j.next_attempt_at, j.last_error, j.correlation_id, j.parser, j.chunker_version,
+       j.chunk_count, j.embedding_model, j.usage, j.created_at, j.updated_at, j.completed_at
+FROM jobs j JOIN documents d ON d.id = j.document_id
+WHERE j.id = %(id)s
+
+-- name: dashboard_job_chunks
+SELECT id, ordinal, token_count, page, heading_path, left(text, 240) AS preview
+FROM chunks WHERE document_id = %(document_id)s ORDER BY ordinal LIMIT %(limit)s
+
+-- name: error_codes
+SELECT DISTINCT last_error ->> 'code' AS code FROM jobs
+WHERE last_error IS NOT NULL ORDER BY 1
+
+-- name: dashboard_owners
+SELECT DISTINCT owner FROM jobs ORDER BY 1 LIMIT 200
+
+-- name: open_dashboard_session
+INSERT INTO dashboard_sessions (token_hash, key_id, subject, expires_at)
+VALUES (%(token_hash)s, %(key_id)s, %(subject)s, now() + make_interval(secs => %(seconds)s))
+
+-- name: dashboard_session
+-- A session lasts while it has not expired and the admin key that opened it is not revoked.
+SELECT s.subject FROM dashboard_sessions s
+JOIN api_keys k ON k.id = s.key_id
+WHERE s.token_hash = %(token_hash)s AND s.expires_at > now()
+  AND k.revoked_at IS NULL AND k.admin
+
+-- name: close_dashboard_session
+DELETE FROM dashboard_sessions WHERE token_hash = %(token_hash)s OR expires_at < now()
