@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.factories import write_corpus  # noqa: E402
 
+from ingestd.blobs import open_blob_store  # noqa: E402
 from ingestd.config import HashEmbedderSettings, Settings  # noqa: E402
 from ingestd.db import Database  # noqa: E402
 from ingestd.db.embedded import EmbeddedPostgres  # noqa: E402
 from ingestd.ingest import ingest_files  # noqa: E402
-from ingestd.storage import LocalBlobStore  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "pipeline.md"
 
@@ -40,7 +40,8 @@ OUT = ROOT / "docs" / "benchmarks" / "pipeline.md"
 async def ingest(settings: Settings, corpus: Path) -> float:
     started = time.perf_counter()
     async with Database.from_settings(settings) as db:
-        await ingest_files(db, LocalBlobStore(settings.blob_dir), [corpus], owner="bench")
+        with open_blob_store(settings, db.url) as blobs:
+            await ingest_files(db, blobs, [corpus], owner="bench")
     return time.perf_counter() - started
 
 

@@ -29,18 +29,19 @@ sys.path.insert(0, str(ROOT))
 
 from tests.unit.parsers.corpus import load_generator  # noqa: E402
 
+from ingestd.blobs import open_blob_store  # noqa: E402
 from ingestd.config import HashEmbedderSettings, Settings  # noqa: E402
 from ingestd.db import Database  # noqa: E402
 from ingestd.db.embedded import EmbeddedPostgres  # noqa: E402
 from ingestd.ingest import ingest_files  # noqa: E402
-from ingestd.storage import LocalBlobStore  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "pipeline-memory.md"
 
 
 async def ingest_one(settings: Settings, path: Path, owner: str) -> None:
     async with Database.from_settings(settings) as db:
-        await ingest_files(db, LocalBlobStore(settings.blob_dir), [path], owner=owner)
+        with open_blob_store(settings, db.url) as blobs:
+            await ingest_files(db, blobs, [path], owner=owner)
 
 
 def run_worker(settings: Settings) -> tuple[float, int, int]:

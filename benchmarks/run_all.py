@@ -29,6 +29,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench_parsers.py", [], []),
     ("bench_mock_openai.py", ["--write"], ["--seconds", "2", "--write"]),
     ("bench_mock_llamaparse.py", ["--write"], ["--seconds", "2", "--write"]),
+    ("bench_blobs.py", ["--write"], ["--quick", "--write"]),
 ]
 
 

@@ -7,8 +7,9 @@ blob store; ``app.build_app`` wires the concrete adapters from settings.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -111,6 +112,15 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """One stored blob, as a store lists it (``ingestd blobs usage`` and ``gc``)."""
+
+    key: str
+    size_bytes: int
+    stored_at: datetime  # UTC
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Content-addressed bytes: ``put`` returns the key (the sha256 hex of the content).
@@ -132,3 +142,7 @@ class BlobStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        """Every blob stored, in no particular order."""
+        ...

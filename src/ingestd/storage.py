@@ -13,10 +13,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from ingestd.errors import PermanentError
+from ingestd.ports import BlobInfo
 
 # Files are hashed and copied in pieces of this size, never read whole.
 FILE_READ_BYTES = 1024 * 1024
@@ -105,3 +107,10 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        for path in self.root.glob("??/??/*"):
+            if len(path.name) == 64 and HEX_DIGITS.issuperset(path.name):
+                stat = path.stat()
+                stored = datetime.fromtimestamp(stat.st_mtime, UTC)
+                yield BlobInfo(path.name, stat.st_size, stored)

@@ -10,7 +10,6 @@ a restarting server is retried with backoff for ``retry_seconds``, then ``blob.u
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from ingestd.db.database import backoff_delay, is_transient_db_error
 from ingestd.db.queries import QUERIES
 from ingestd.errors import PermanentError, TransientError
+from ingestd.ports import BlobInfo
 from ingestd.storage import check_key, content_key, file_key, iter_file, missing_blob
 
 T = TypeVar("T")
@@ -31,6 +31,7 @@ Connection = psycopg.Connection[Any]
 DEFAULT_PART_BYTES = 1024 * 1024
 DEFAULT_RETRY_SECONDS = 30.0
 DEFAULT_POOL_SIZE = 4
+LIST_PAGE = 1000
 
 
 class PostgresBlobStore:
@@ -74,6 +75,11 @@ class PostgresBlobStore:
 
     def _configure(self, conn: Connection) -> None:
         conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
+        # Safe without the flush: a blob's key is only written into a row (an upload's document,
+        # a job's parsed text) after its put returns, by a synchronous commit that flushes the
+        # WAL up to itself, and so the blob's earlier records with it. A crash in between loses
+        # only a blob nothing refers to yet (docs/decisions/0008-blob-stores.md).
+        conn.execute("SET synchronous_commit = off")
 
     # -- the port ----------------------------------------------------------------------------
 
@@ -100,9 +106,7 @@ class PostgresBlobStore:
 
     def get(self, key: str) -> bytes:
         check_key(key)
-        rows = self._run(
-            lambda conn: conn.execute(QUERIES["get_blob"], {"key": key}, binary=True).fetchall()
-        )
+        rows = self._fetch("get_blob", {"key": key}, binary=True)
         if not rows:
             raise missing_blob(key, self)
         if len(rows) != rows[0][0]:
@@ -126,16 +130,25 @@ class PostgresBlobStore:
         if header is None:
             raise missing_blob(key, self)
         for part in range(header[1]):
-            row = self._run(functools.partial(_fetch_part, key=key, part=part))
-            if row is None:
+            rows = self._fetch("get_blob_part", {"key": key, "part": part}, binary=True)
+            if not rows:
                 raise missing_blob(key, self)  # deleted while we were reading it
-            yield bytes(row[0])
+            yield bytes(rows[0][0])
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        after = ""
+        while True:
+            rows = self._fetch("list_blobs", {"after": after, "limit": LIST_PAGE})
+            yield from (BlobInfo(key, size, stored) for key, size, stored in rows)
+            if len(rows) < LIST_PAGE:
+                return
+            after = rows[-1][0]
 
     # -- internals ---------------------------------------------------------------------------
 
     def _header(self, key: str) -> tuple[int, int] | None:
-        row = self._run(lambda conn: conn.execute(QUERIES["blob_header"], {"key": key}).fetchone())
-        return None if row is None else (int(row[0]), int(row[1]))
+        rows = self._fetch("blob_header", {"key": key})
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def _put_small(self, conn: Connection, key: str, data: bytes) -> None:
         conn.execute(QUERIES["put_small_blob"], {"key": key, "size": len(data), "data": data})
@@ -153,6 +166,14 @@ class PostgresBlobStore:
                 for part, piece in enumerate(pieces):
                     copy.write_row((key, part, piece))
 
+    def _fetch(
+        self, query: str, params: dict[str, Any], *, binary: bool = False
+    ) -> list[tuple[Any, ...]]:
+        def fetch(conn: Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(QUERIES[query], params, binary=binary).fetchall()
+
+        return self._run(fetch)
+
     def _run(self, call: Callable[[Connection], T]) -> T:
         """``call`` on a pooled connection, retried whole while the database is unreachable."""
         give_up = time.monotonic() + self.retry_seconds
@@ -169,11 +190,6 @@ class PostgresBlobStore:
                     raise TransientError("blob.unavailable", f"blob store: {exc}") from exc
                 attempt += 1
                 time.sleep(backoff_delay(attempt))
-
-
-def _fetch_part(conn: Connection, *, key: str, part: int) -> tuple[Any, ...] | None:
-    params = {"key": key, "part": part}
-    return conn.execute(QUERIES["get_blob_part"], params, binary=True).fetchone()
 
 
 def _verified(path: Path, piece_bytes: int, key: str) -> Iterator[bytes]:

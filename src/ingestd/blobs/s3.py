@@ -9,6 +9,7 @@ ingestd's: a missing object ``blob.missing``; throttling, 5xx and lost connectio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from botocore.config import Config
 
 from ingestd.config import BlobSettings
 from ingestd.errors import ConfigurationError, IngestdError, PermanentError, TransientError
-from ingestd.storage import check_key, content_key, file_key, missing_blob
+from ingestd.ports import BlobInfo
+from ingestd.storage import (
+    HEX_DIGITS,
+    check_key,
+    content_key,
+    file_key,
+    missing_blob,
+)
 
 # Blobs above this size are looked for before they are sent; smaller ones are just sent.
 HEAD_FIRST_BYTES = 1024 * 1024
@@ -130,6 +138,16 @@ class S3BlobStore:
 
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self.object_name(key))
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in self._call("", lambda: list(pages)):
+            for item in page.get("Contents", ()):
+                name = str(item["Key"]).rsplit("/", 1)[-1]
+                if len(name) == 64 and HEX_DIGITS.issuperset(name):
+                    yield BlobInfo(name, int(item["Size"]), item["LastModified"])
 
     def _call(self, key: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -4,10 +4,20 @@ Each module registers its commands on the Typer apps of ``common``; importing th
 order, gives ``ingestd --help`` its order.
 """
 
-from ingestd.cli import keys, pipeline, reports, system, traffic, watch
+from ingestd.cli import blobs, keys, pipeline, reports, system, traffic, watch
 from ingestd.cli.common import app
 
-__all__ = ["app", "keys", "main", "pipeline", "reports", "system", "traffic", "watch"]
+__all__ = [
+    "app",
+    "blobs",
+    "keys",
+    "main",
+    "pipeline",
+    "reports",
+    "system",
+    "traffic",
+    "watch",
+]
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,14 @@ def test_concurrent_puts_of_different_content(store: BlobStore) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         keys = list(pool.map(store.put, blobs))
     assert [store.get(k) for k in keys] == blobs
+
+
+def test_list_blobs(store: BlobStore) -> None:
+    blobs = {store.put(os.urandom(n)): n for n in (10, 2000, 70_000)}
+    listed = {b.key: b for b in store.list_blobs()}
+    assert {k: listed[k].size_bytes for k in blobs} == blobs
+    now = datetime.now(UTC)
+    assert all(
+        now - timedelta(minutes=5) < listed[k].stored_at <= now + timedelta(minutes=1)
+        for k in blobs
+    )

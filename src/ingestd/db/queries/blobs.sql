@@ -31,3 +31,14 @@ SELECT size_bytes, parts FROM blobs WHERE key = %(key)s
 
 -- name: delete_blob
 DELETE FROM blobs WHERE key = %(key)s
+
+-- name: list_blobs
+-- A page of blobs in key order (keyset pagination: pass the last key seen, '' at first).
+SELECT key, size_bytes, created_at FROM blobs WHERE key > %(after)s ORDER BY key LIMIT %(limit)s
+
+-- name: referenced_blob_keys
+-- Every blob something refers to: the uploads of documents and the parsed text of jobs.
+-- ``ingestd blobs gc`` deletes what is not here; a new column holding blob keys goes here too.
+SELECT blob_key AS key FROM documents
+UNION
+SELECT parsed_blob_key FROM jobs WHERE parsed_blob_key IS NOT NULL
