@@ -1,7 +1,8 @@
 """Two "machines": workers from two ingestd homes on one database and one blob store, with no
-shared folder. Home A runs the embedded PostgreSQL and keeps its blobs in it; home B reaches that
-server by URL (blobs: ``auto`` -> PostgreSQL, because a URL is set). Every document completes
-exactly once, whichever home uploaded it and whichever home's workers ran it."""
+shared folder. Home A runs the embedded PostgreSQL, serves it over TCP (``db start --listen``) and
+keeps its blobs in it; home B connects with the URL ``db url`` prints and a copy of A's password
+file (blobs: ``auto`` -> PostgreSQL, because a URL is set). Every document completes exactly once,
+whichever home uploaded it and whichever home's workers ran it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from ingestd.config import Settings, WorkerSettings
 from ingestd.db.embedded import EmbeddedPostgres
+from ingestd.mocks import free_port
 from tests.conftest import worker_env
 from tests.e2e.procs import (
     WorkerProcess,
@@ -47,9 +49,9 @@ def homes() -> Iterator[tuple[Path, Path]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def ingest(settings: Settings, folder: Path, **env: str) -> None:
+def cli(settings: Settings, *args: str, **env: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "ingestd", "ingest", str(folder), "--json"],
+        [sys.executable, "-m", "ingestd", *args],
         env=worker_env(settings, **env),
         capture_output=True,
         text=True,
@@ -57,6 +59,20 @@ def ingest(settings: Settings, folder: Path, **env: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def serve_over_tcp(machine_a: Settings, machine_b: Settings) -> str:
+    """Start A's server on a loopback port; returns the URL machine B uses (A's password file
+    copied into B's home, as an operator would)."""
+    cli(machine_a, "db", "start", "--listen", f"127.0.0.1:{free_port()}")
+    remote = cli(machine_a, "db", "url").strip()
+    assert remote.startswith("postgresql://") and "@127.0.0.1:" in remote
+    passfile = machine_b.home / "pgpass"
+    machine_b.home.mkdir(parents=True)
+    shutil.copyfile(EmbeddedPostgres(machine_a.pgdata).status().passfile, passfile)
+    passfile.chmod(0o600)
+    return f"{remote}?passfile={passfile}"
 
 
 def transitions_by_worker(url: str) -> dict[str, int]:
@@ -73,14 +89,14 @@ def test_workers_of_two_homes_share_one_database_and_blob_store(
     home_a, home_b = homes
     machine_a = Settings(home=home_a, database_url=None, worker=FAST)
     blobs_in_db = {"INGESTD_BLOBS__BACKEND": "postgres"}
-    url = EmbeddedPostgres(machine_a.pgdata).ensure_running().url()
+    url = serve_over_tcp(machine_a, Settings(home=home_b, worker=FAST))
     machine_b = Settings(home=home_b, database_url=url, worker=FAST)
     write_corpus(tmp_path / "from-a", 20, paragraphs=2, seed=1)
     write_corpus(tmp_path / "from-b", 20, paragraphs=2, seed=2)
 
     # Machine B's worker alone runs what machine A uploaded: the uploads reach it through the
     # database, and the parsed text it writes is there for anyone after it.
-    ingest(machine_a, tmp_path / "from-a", **blobs_in_db)
+    cli(machine_a, "ingest", str(tmp_path / "from-a"), **blobs_in_db)
     alone = WorkerProcess(machine_b, tmp_path / "logs", "--burst", "--concurrency", "8")
     try:
         assert alone.wait(timeout=120) == 0
@@ -90,7 +106,7 @@ def test_workers_of_two_homes_share_one_database_and_blob_store(
     assert set(transitions_by_worker(url)) == {alone.worker_id()}
 
     # Then a worker on each machine at once, on what machine B uploaded.
-    ingest(machine_b, tmp_path / "from-b")
+    cli(machine_b, "ingest", str(tmp_path / "from-b"))
     workers = [
         WorkerProcess(machine, tmp_path / "logs", "--burst", "--concurrency", "8", **env)
         for machine, env in ((machine_a, blobs_in_db), (machine_b, {}))
