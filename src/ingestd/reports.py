@@ -114,9 +114,16 @@ class JobNotFound(NotFound, LookupError):
         super().__init__("job.not_found", message)
 
 
+def like_prefix(text: str) -> str:
+    """``text`` as a literal LIKE prefix: its ``\\``, ``%`` and ``_`` escaped, ``%`` appended."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
 async def get_job(db: Database, job_id: str, *, owner: str | None = None) -> dict[str, Any]:
     """One job by id (a unique prefix is enough), with its progress and event history."""
-    rows = await db.fetch_all(QUERIES["get_job"], {"prefix": job_id.lower(), "owner": owner})
+    prefix = like_prefix(job_id.lower())
+    rows = await db.fetch_all(QUERIES["get_job"], {"prefix": prefix, "owner": owner})
     if len(rows) != 1:
         raise JobNotFound(f"{'no' if not rows else 'more than one'} job matches {job_id!r}")
     job = rows[0]

@@ -41,7 +41,16 @@ err_console = Console(stderr=True)
 OwnerOpt = typer.Option(
     None, "--owner", envvar="INGESTD_OWNER", help="Owner of the documents (default: 'local')."
 )
+AllOwnersOpt = typer.Option(
+    False, "--all-owners", help="Every owner's jobs (default: only --owner's, as `search`)."
+)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
+
+
+def scoped_owner(settings: Settings, all_owners: bool) -> str | None:
+    """The owner a command reads or changes jobs of: ``settings.owner`` (from --owner, else
+    INGESTD_OWNER, else 'local') like ``search``; None (every owner) only with --all-owners."""
+    return None if all_owners else settings.owner
 
 
 def load_settings(*, service: bool = False, **overrides: Any) -> Settings:

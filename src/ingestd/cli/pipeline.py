@@ -20,6 +20,7 @@ from rich.table import Table
 from ingestd import reports
 from ingestd.app import App
 from ingestd.cli.common import (
+    AllOwnersOpt,
     JsonOpt,
     OwnerOpt,
     app,
@@ -28,9 +29,11 @@ from ingestd.cli.common import (
     load_settings,
     print_json,
     run_command,
+    scoped_owner,
     with_app,
 )
 from ingestd.db import QUERIES, Database
+from ingestd.db.conninfo import passwordless_env
 from ingestd.folders import Skipped
 from ingestd.ingest import IngestReport, IngestResult, PipelineVersions, ingest_paths
 from ingestd.redact import redact
@@ -241,22 +244,19 @@ async def _drive(opened: App, job_ids: set[uuid.UUID], processes: int) -> dict[s
         finally:
             work.request_stop()
             await task
-    env = {
-        **os.environ,
-        "INGESTD_DATABASE_URL": opened.db.url,
-        "INGESTD_LOG_LEVEL": os.environ.get("INGESTD_LOG_LEVEL", "WARNING"),
-    }
-    children = [
-        subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=env)
-        for _ in range(processes)
-    ]
-    try:
-        return await _watch(job_ids, opened.db)
-    finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            child.wait(timeout=60)
+    environ = {**os.environ, "INGESTD_LOG_LEVEL": os.environ.get("INGESTD_LOG_LEVEL", "WARNING")}
+    with passwordless_env(opened.db.url, opened.settings.home, environ) as env:
+        children = [
+            subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=env)
+            for _ in range(processes)
+        ]
+        try:
+            return await _watch(job_ids, opened.db)
+        finally:
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            for child in children:
+                child.wait(timeout=60)
 
 
 async def _summary(
@@ -297,6 +297,7 @@ def reindex(
         False, "--all", help="Every complete document, even those made with the current settings."
     ),
     owner: str | None = OwnerOpt,
+    all_owners: bool = AllOwnersOpt,
     wait: bool = typer.Option(
         False, "--wait", help="Show progress until re-indexing is done (needs running workers)."
     ),
@@ -305,7 +306,7 @@ def reindex(
 
     Search keeps answering from the old chunks until each document's new ones are swapped in.
     """
-    settings = load_settings()
+    settings = load_settings(owner=owner)
     try:
         doc_ids = [uuid.UUID(d) for d in document] if document else None
     except ValueError as exc:
@@ -316,7 +317,7 @@ def reindex(
             opened.db,
             chunker_version=opened.ports.chunker.version,
             embedding_model=opened.ports.embedder.model,
-            owner=owner,
+            owner=scoped_owner(settings, all_owners),
             document_ids=doc_ids,
             force=force,
         )

@@ -12,6 +12,7 @@ from rich.table import Table
 from ingestd import reports
 from ingestd.app import App
 from ingestd.cli.common import (
+    AllOwnersOpt,
     JsonOpt,
     OwnerOpt,
     app,
@@ -21,6 +22,7 @@ from ingestd.cli.common import (
     load_settings,
     print_json,
     run_command,
+    scoped_owner,
     with_app,
 )
 from ingestd.search import search as run_search
@@ -29,12 +31,14 @@ from ingestd.traffic.headers import parse_duration
 
 
 @app.command()
-def status(owner: str | None = OwnerOpt, as_json: bool = JsonOpt) -> None:
+def status(
+    owner: str | None = OwnerOpt, all_owners: bool = AllOwnersOpt, as_json: bool = JsonOpt
+) -> None:
     """Jobs by state, documents and chunks stored, and live workers."""
-    settings = load_settings()
+    settings = load_settings(owner=owner)
 
     async def body(opened: App) -> dict[str, Any]:
-        return await reports.status(opened.db, owner=owner)
+        return await reports.status(opened.db, owner=scoped_owner(settings, all_owners))
 
     result = run_command(with_app(settings, body))
     if as_json:
@@ -66,16 +70,18 @@ def jobs_list(
     state: list[str] | None = typer.Option(None, "--state", help="Only jobs in these states."),
     limit: int = typer.Option(50, help="At most this many, newest first."),
     owner: str | None = OwnerOpt,
+    all_owners: bool = AllOwnersOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Jobs with their state, error code and progress."""
-    settings = load_settings()
+    settings = load_settings(owner=owner)
     for s in state or []:
         if s not in {x.value for x in State}:
             raise typer.BadParameter(f"unknown state {s!r}", param_hint="--state")
 
     async def body(opened: App) -> list[dict[str, Any]]:
-        return await reports.list_jobs(opened.db, owner=owner, states=state, limit=limit)
+        scope = scoped_owner(settings, all_owners)
+        return await reports.list_jobs(opened.db, owner=scope, states=state, limit=limit)
 
     rows = run_command(with_app(settings, body))
     if as_json:
@@ -99,14 +105,16 @@ def jobs_list(
 def jobs_show(
     job_id: str = typer.Argument(..., help="A job id or a unique prefix of one."),
     owner: str | None = OwnerOpt,
+    all_owners: bool = AllOwnersOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """One job in full, with its event history."""
-    settings = load_settings()
+    settings = load_settings(owner=owner)
 
     async def body(opened: App) -> dict[str, Any] | reports.JobNotFound:
         try:
-            return await reports.get_job(opened.db, job_id, owner=owner)
+            scope = scoped_owner(settings, all_owners)
+            return await reports.get_job(opened.db, job_id, owner=scope)
         except reports.JobNotFound as exc:
             return exc
 
@@ -161,10 +169,11 @@ def jobs_retry(
         None, "--since", help="Only jobs that entered their state this recently (30m, 1h, 2h30m)."
     ),
     owner: str | None = OwnerOpt,
+    all_owners: bool = AllOwnersOpt,
 ) -> None:
     """Send failed jobs back to the start of the stage that failed; with --state or --code,
     parked jobs that match (e.g. --code budget.exhausted after raising a budget) go now too."""
-    settings = load_settings()
+    settings = load_settings(owner=owner)
     try:
         ids = [uuid.UUID(j) for j in job_ids] if job_ids else None
     except ValueError as exc:
@@ -181,7 +190,12 @@ def jobs_retry(
 
     async def body(opened: App) -> list[uuid.UUID]:
         return await reports.retry_jobs(
-            opened.db, ids, owner=owner, states=state, codes=code, since=after
+            opened.db,
+            ids,
+            owner=scoped_owner(settings, all_owners),
+            states=state,
+            codes=code,
+            since=after,
         )
 
     moved = run_command(with_app(settings, body))

@@ -113,7 +113,8 @@ def db_url(
     if not show_password:
         err_console.print(
             f"password: in {status.passfile}; copy that file to the client machine and add "
-            "'?passfile=<its path>' to the URL (or print it with --show-password)"
+            "'?passfile=<its path>' to the URL (or print it with --show-password)",
+            soft_wrap=True,
         )
 
 

@@ -46,7 +46,7 @@ SELECT j.*, d.filename, d.media_type, d.size_bytes, d.sha256,
        (SELECT count(*) FROM document_vector_buffer v WHERE v.job_id = j.id) AS vectors_buffered,
        (SELECT count(*) FROM chunks c WHERE c.document_id = j.document_id) AS chunks_stored
 FROM jobs j JOIN documents d ON d.id = j.document_id
-WHERE j.id::text LIKE %(prefix)s || '%%' AND (%(owner)s::text IS NULL OR j.owner = %(owner)s)
+WHERE j.id::text LIKE %(prefix)s ESCAPE '\' AND (%(owner)s::text IS NULL OR j.owner = %(owner)s)
 LIMIT 2
 
 -- name: job_events
