@@ -13,7 +13,7 @@ import pytest
 
 from ingestd.api.app import create_app
 from ingestd.app import App
-from ingestd.config import ApiSettings, Settings
+from ingestd.config import ApiSettings, BlobSettings, Settings
 from ingestd.db import Database
 
 DOC_PAGES = ("/docs", "/redoc", "/openapi.json")
@@ -42,8 +42,10 @@ async def test_ready_answers_503_within_two_seconds_when_the_database_hangs(
 ) -> None:
     db = Database(silent_server)
     await db.open(migrate=False)
+    # Blobs in a folder: the blob store would otherwise live in the hanging database too.
+    local_blobs = settings.model_copy(update={"blobs": BlobSettings(backend="local")})
     try:
-        async for client in serve(settings, db):
+        async for client in serve(local_blobs, db):
             started = time.monotonic()
             response = await asyncio.wait_for(client.get("/health/ready"), timeout=10)
             elapsed = time.monotonic() - started
