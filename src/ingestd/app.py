@@ -206,6 +206,7 @@ def build_ports(
         chunker=build_chunker(settings, embedder),
         embedder=embedder,
         parser_name=remote.client.name if remote is not None else parser_name,
+        max_parse_bytes=settings.parser.max_bytes,
         remote=remote,
         embedding_price_per_million=(
             settings.embedder.price_per_million_tokens

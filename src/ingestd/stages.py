@@ -38,6 +38,7 @@ from ingestd.jobs import (
     write_vectors,
 )
 from ingestd.observability.metrics import record_fenced_out, record_outcomes
+from ingestd.parsers.limits import check_size
 from ingestd.ports import BlobStore, Chunk, Chunker, Embedder, ParsedDocument
 from ingestd.remote_parse import RemoteParseConfig, RemoteParseStage, wake_announced
 from ingestd.retry import park_for, retry_delay, should_fail
@@ -96,6 +97,8 @@ class StagePorts:
     # The service the embedder calls (its ledger and budget name), and the traffic controls.
     embedding_service: str = "local"
     traffic: Traffic | None = None
+    # Documents larger than this fail parse.too_large before their bytes are read (None: no cap).
+    max_parse_bytes: int | None = None
 
 
 def error_outcome(
@@ -326,6 +329,8 @@ class Pipeline:
                 return error_outcome(job, as_ingestd_error(exc), self.settings)
         started = time.monotonic()
         try:
+            if self.ports.max_parse_bytes is not None:
+                check_size(job.size_bytes, self.ports.max_parse_bytes)
             data = await self._blob_io(job.size_bytes, self.ports.blobs.get, job.blob_key)
             parsed = await self.ports.parse(data, job.media_type, job.filename)
             del data

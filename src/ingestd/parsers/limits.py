@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ingestd.errors import PermanentError
 from ingestd.parsers.zipguard import ZipLimits
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -35,3 +36,14 @@ class ParseLimits:
     max_csv_field_chars: int = DEFAULT_MAX_CSV_FIELD_CHARS
     max_pdf_inflated_bytes: int = DEFAULT_MAX_PDF_INFLATED_BYTES
     zip: ZipLimits = field(default_factory=ZipLimits)
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """``parse.too_large`` for a file of ``size`` bytes over ``max_bytes``; run before reading."""
+    if size > max_bytes:
+        raise PermanentError(
+            "parse.too_large",
+            f"the file is {size / 2**20:.1f} MiB; the local parser takes up to "
+            f"{max_bytes / 2**20:.0f} MiB. Split it into smaller files",
+            limit="bytes",
+        )

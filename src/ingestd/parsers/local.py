@@ -17,7 +17,7 @@ from typing import Any
 
 from ingestd.errors import IngestdError, PermanentError
 from ingestd.parsers import detect
-from ingestd.parsers.limits import ParseLimits
+from ingestd.parsers.limits import ParseLimits, check_size
 from ingestd.parsers.markdown import char_limit
 from ingestd.ports import ParsedDocument
 
@@ -67,13 +67,7 @@ class LocalParser:
     def _check_size(self, data: bytes) -> None:
         if not data:
             raise PermanentError("parse.empty", "the file is empty (0 bytes); upload it again")
-        if len(data) > self.limits.max_bytes:
-            raise PermanentError(
-                "parse.too_large",
-                f"the file is {len(data) / 2**20:.1f} MiB; the local parser takes up to "
-                f"{self.limits.max_bytes / 2**20:.0f} MiB. Split it into smaller files",
-                limit="bytes",
-            )
+        check_size(len(data), self.limits.max_bytes)
 
     def _format_of(self, data: bytes, media_type: str, filename: str) -> tuple[str, str, str]:
         if media_type in _FORMATS:
