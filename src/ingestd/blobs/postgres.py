@@ -58,7 +58,8 @@ class PostgresBlobStore:
             open=False,
             kwargs={"autocommit": True},
             configure=self._configure,
-            check=ConnectionPool.check_connection,
+            # No check on checkout (a round trip per call): a connection that died with a
+            # restarted server fails its statement, the pool drops it, and ``_run`` tries again.
             reconnect_timeout=3600,
             name="ingestd-blobs",
         )

@@ -157,3 +157,19 @@ def test_blobs_cli(settings: Settings) -> None:
     assert json.loads(gc.output)["bytes"] == 19
     again = runner.invoke(cli_app, ["blobs", "usage", "--json"], env=env)
     assert json.loads(again.output)["blobs"] == 0
+
+
+def test_postgres_store_survives_lost_connections(
+    make_store: Callable[[str], BlobStore], blob_db_url: str
+) -> None:
+    store = make_store("postgres")
+    key = store.put(b"kept across a lost connection")
+    # Every connection of the store's pool dies, as in a server restart or a failover.
+    killed = query(
+        blob_db_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert killed and all(ok for (ok,) in killed)
+    assert store.get(key) == b"kept across a lost connection"
+    assert store.put(b"and written after it") == hashlib.sha256(b"and written after it").hexdigest()
