@@ -538,9 +538,7 @@ class Pipeline:
         for index, error in sorted(result.failures.items()):
             poisoned.setdefault(pending[index][0], error)
         good = [
-            (p, vec)
-            for p, vec in zip(pending, result.vectors, strict=True)
-            if p[0] not in poisoned
+            (p, vec) for p, vec in zip(pending, result.vectors, strict=True) if p[0] not in poisoned
         ]
         rows = [(job_id, cid, np.asarray(vec, dtype=np.float32)) for (job_id, cid, _), vec in good]
         job_ids = list(dict.fromkeys(p[0] for p, _ in good))

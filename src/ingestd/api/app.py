@@ -26,6 +26,7 @@ from ingestd.app import build_embedder
 from ingestd.blobs import open_blob_store
 from ingestd.config import ApiSettings, Settings, read_settings
 from ingestd.db import Database
+from ingestd.service.events import EventNotifier
 
 # Load balancers give up after a few seconds: answer well before that.
 READY_TIMEOUT_SECONDS = 1.5
@@ -59,11 +60,13 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             await opened.open()
         app.state.db = opened
         app.state.embedder = build_embedder(settings)
+        app.state.events = EventNotifier(opened.url)
         try:
             with open_blob_store(settings, opened.url) as blobs:
                 app.state.blobs = blobs
                 yield
         finally:
+            await app.state.events.close()
             close = getattr(app.state.embedder, "aclose", None)
             if close is not None:
                 await close()

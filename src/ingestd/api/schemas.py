@@ -68,6 +68,7 @@ class JobPage(BaseModel):
 class JobEvent(BaseModel):
     id: int = Field(description="Increasing; the SSE stream's event id (Last-Event-ID).")
     job_id: uuid.UUID
+    document_id: uuid.UUID | None = None
     kind: str = Field(examples=["transition"])
     from_state: str
     to_state: str

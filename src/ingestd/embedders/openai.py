@@ -64,6 +64,7 @@ Vectors = tuple[list[list[float]], int]  # one request's vectors, and the tokens
 
 _TRY_AGAIN = re.compile(r"try again in ((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)")
 
+
 def retry_after_from_message(message: str) -> float | None:
     """The wait in "... Please try again in 2.812s." (also ``20ms``, ``1m30s``)."""
     match = _TRY_AGAIN.search(message)

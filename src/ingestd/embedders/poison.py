@@ -23,10 +23,7 @@ INPUT_ERROR_STATUSES = frozenset({400, 413, 422})
 
 def is_input_error(error: BaseException) -> bool:
     """A permanent rejection that one bad input can cause (not auth, model or quota)."""
-    return (
-        isinstance(error, PermanentError)
-        and error.details.get("status") in INPUT_ERROR_STATUSES
-    )
+    return isinstance(error, PermanentError) and error.details.get("status") in INPUT_ERROR_STATUSES
 
 
 @dataclass

@@ -166,9 +166,7 @@ class Governor:
     ) -> None:
         corrections: dict[str, Correction] = {}
         if self.settings.adapt_to_headers or limited:
-            corrections = header_corrections(
-                scope, answer.limits, self.settings.headroom, limited
-            )
+            corrections = header_corrections(scope, answer.limits, self.settings.headroom, limited)
             if not self.settings.adapt_to_headers:  # keep only the 429's pause
                 corrections = {
                     n: Correction(None, None, 0.0, c.pause) for n, c in corrections.items()

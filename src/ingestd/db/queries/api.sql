@@ -110,3 +110,26 @@ DELETE FROM documents WHERE id = %(document_id)s
 SELECT DISTINCT k AS key FROM unnest(%(keys)s::text[]) AS k
 WHERE NOT EXISTS (SELECT 1 FROM documents WHERE blob_key = k)
   AND NOT EXISTS (SELECT 1 FROM jobs WHERE parsed_blob_key = k)
+
+-- name: event_ids_after
+-- Every event id after the cursor (all owners: gaps are judged on the whole sequence), with the
+-- statement's snapshot bounds as plain integers.
+SELECT e.id,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
+FROM job_events e
+WHERE e.id > %(after)s
+ORDER BY e.id
+LIMIT %(limit)s
+
+-- name: events_between
+SELECT e.id, e.job_id, j.document_id, j.owner, e.kind, e.from_state, e.to_state, e.attempt,
+       e.duration_ms, e.error, e.created_at
+FROM job_events e JOIN jobs j ON j.id = e.job_id
+WHERE e.id > %(after)s AND e.id <= %(upto)s
+  AND (%(owner)s::text IS NULL OR j.owner = %(owner)s)
+  AND (%(job_id)s::uuid IS NULL OR e.job_id = %(job_id)s)
+ORDER BY e.id
+
+-- name: latest_event_id
+SELECT coalesce(max(id), 0) AS id FROM job_events
