@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from ingestd.api.app import body_limit_for
 from ingestd.api.middleware import new_request_id
+from ingestd.api.schemas import RetryableState
 from ingestd.config import ApiSettings
 from ingestd.errors import PermanentError
 from ingestd.service.keys import secret_hash, split_token
 from ingestd.service.paging import check_limit, decode_cursor, encode_cursor
+from ingestd.states import RETRY_FROM
 from ingestd.storage import LocalBlobStore
 
 
@@ -86,3 +89,7 @@ def test_put_file_stores_by_content_and_leaves_the_source(tmp_path: Path) -> Non
     assert store.get(key) == data and source.exists()
     assert store.put_file(source) == key  # again: same key, still one blob
     assert [p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == [key]
+
+
+def test_the_retryable_states_of_the_schema_are_the_state_machines() -> None:
+    assert set(get_args(RetryableState)) == {s.value for s in RETRY_FROM}

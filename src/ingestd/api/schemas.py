@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,11 +82,17 @@ class JobEvents(BaseModel):
     events: list[JobEvent]
 
 
+# The states a job can be retried from (states.RETRY_FROM; a unit test keeps them equal).
+RetryableState = Literal["failed_parse", "failed_chunking", "failed_embedding", "cancelled"]
+
+
 class RetryFilter(BaseModel):
     """Which jobs to send back: failed (or cancelled) jobs matching every filter given."""
 
     model_config = ConfigDict(extra="forbid")
-    states: list[str] | None = Field(None, examples=[["failed_embedding"]], max_length=20)
+    states: list[RetryableState] | None = Field(
+        None, examples=[["failed_embedding"]], max_length=20
+    )
     error_codes: list[str] | None = Field(None, examples=[["embed.rate_limited"]], max_length=50)
     since: datetime | None = Field(None, description="Only jobs that failed at or after this.")
 

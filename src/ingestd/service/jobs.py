@@ -58,10 +58,10 @@ def check_states(states: Sequence[str] | None) -> list[str] | None:
     if not states:
         return None
     known = {s.value for s in State}
-    unknown = [s for s in states if s not in known]
+    unknown = [str(s) for s in states if s not in known]
     if unknown:
         raise PermanentError("request.bad_state", f"unknown state(s): {', '.join(unknown)}")
-    return list(states)
+    return [State(s).value for s in states]  # plain strings, also for State members
 
 
 async def find_jobs(

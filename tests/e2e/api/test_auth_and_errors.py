@@ -77,7 +77,7 @@ async def test_unknown_routes_methods_and_bad_parameters_use_the_error_shape(
     answer = await client.get("/v1/jobs", params={"cursor": "garbage"}, headers=headers)
     assert_error(answer, 422, "request.bad_cursor")
     answer = await client.get("/v1/jobs", params={"state": "nonsense"}, headers=headers)
-    assert_error(answer, 422, "request.bad_state")
+    assert_error(answer, 422, "request.invalid")
 
 
 async def test_oversized_headers_and_bodies_are_refused_before_any_work(

@@ -34,6 +34,7 @@ UPLOAD_BODY: dict[str, Any] = {
                 "properties": {
                     "file": {
                         "type": "array",
+                        "minItems": 1,
                         "items": {"type": "string", "format": "binary"},
                         "description": "One part per file (repeat the field).",
                     },

@@ -13,11 +13,12 @@ from ingestd.api.openapi import NOT_FOUND, NOT_FOUND_OR_CONFLICT
 from ingestd.api.schemas import Job, JobEvents, JobPage, Retried, RetryFilter
 from ingestd.db import Database
 from ingestd.service import jobs
+from ingestd.states import State
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 StateQuery = Annotated[
-    list[str] | None, Query(alias="state", description="Repeatable.", max_length=20)
+    list[State] | None, Query(alias="state", description="Repeatable.", max_length=20)
 ]
 CodeQuery = Annotated[
     list[str] | None,
