@@ -41,6 +41,9 @@ class Timings(BaseModel):
     state_changed_at: datetime | None = None
     processing_started_at: datetime | None = None
     completed_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(
+        None, description="When a worker may take the job up next (retries, parked jobs)."
+    )
 
 
 class Job(BaseModel):
@@ -57,6 +60,12 @@ class Job(BaseModel):
     max_attempts: int | None = None
     chunk_count: int | None = None
     embedding_model: str | None = None
+    waiting_on: str | None = Field(
+        None,
+        description="What a parked job waits for (a rate limit, a circuit breaker, a budget); "
+        "waiting is not failing.",
+        examples=["breaker:openai"],
+    )
     timings: Timings
 
 

@@ -41,6 +41,7 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
         "max_attempts": row["max_attempts"],
         "chunk_count": row["chunk_count"],
         "embedding_model": row["embedding_model"],
+        "waiting_on": row["waiting_on"],
         "timings": {
             k: row[k]
             for k in (
@@ -49,6 +50,7 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
                 "state_changed_at",
                 "processing_started_at",
                 "completed_at",
+                "next_attempt_at",
             )
         },
     }

@@ -32,7 +32,8 @@ ON CONFLICT (owner, key) DO NOTHING
 
 -- name: find_jobs
 SELECT j.id, j.document_id, j.owner, d.filename, j.state, j.last_error, j.usage, j.attempt,
-       j.retry_count, j.max_attempts, j.chunk_count, j.embedding_model, j.created_at,
+       j.retry_count, j.max_attempts, j.chunk_count, j.embedding_model, j.waiting_on,
+       j.next_attempt_at, j.created_at,
        j.updated_at, j.state_changed_at, j.processing_started_at, j.completed_at,
        (SELECT count(*) FROM document_chunk_buffer b WHERE b.job_id = j.id) AS chunks_buffered,
        (SELECT count(*) FROM document_vector_buffer v WHERE v.job_id = j.id) AS vectors_buffered
