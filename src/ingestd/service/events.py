@@ -165,11 +165,12 @@ async def follow(
     start = await latest_event_id(db) if after is None else after
     follower = EventFollower(db, owner, start, job_id)
     while True:
+        before = follower.cursor
         batch = await follower.next_batch()
         for event in batch:
             yield event
-        if batch:
-            continue
+        if follower.cursor != before:
+            continue  # more may be waiting beyond this batch (other owners' events included)
         if follower.waiting_on_gap:
             await asyncio.sleep(GAP_RECHECK_SECONDS)
             continue
