@@ -1,7 +1,9 @@
-"""``ingestd blobs usage | gc``: what the blob store holds, and collecting unreferenced blobs."""
+"""``ingestd blobs usage | gc | copy``: what the blob store holds, collecting unreferenced blobs,
+and moving blobs to another backend."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -11,6 +13,7 @@ import typer
 
 from ingestd.blobs import blob_backend, open_blob_store
 from ingestd.blobs.gc import blob_usage, collect_garbage
+from ingestd.blobs.transfer import CopyReport, copy_blobs
 from ingestd.cli.common import JsonOpt, app, console, load_settings, print_json, run_command
 from ingestd.config import Settings
 from ingestd.db import Database
@@ -71,3 +74,34 @@ def gc(
         return
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {len(garbage)} unreferenced blobs ({total / 1e6:.1f} MB)")
+
+
+@blobs_app.command("copy")
+def copy(
+    source: str = typer.Option(
+        ..., "--from", help="The backend to copy from: local, postgres or s3 (its settings)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Copy every blob from another backend into the configured one (safe to run again)."""
+    if source not in ("local", "postgres", "s3"):
+        raise typer.BadParameter("one of local, postgres, s3", param_hint="--from")
+    settings = load_settings()
+    source_settings = settings.model_copy(
+        update={"blobs": settings.blobs.model_copy(update={"backend": source})}
+    )
+    if blob_backend(source_settings) == blob_backend(settings):
+        raise typer.BadParameter(f"the configured backend is already {source}", param_hint="--from")
+
+    async def body(db: Database, target: BlobStore) -> CopyReport:
+        with open_blob_store(source_settings, db.url) as origin:
+            return await asyncio.to_thread(copy_blobs, origin, target)
+
+    report = run_command(_with_store(settings, body))
+    if as_json:
+        print_json(report.to_json())
+        return
+    console.print(
+        f"copied {report.copied} blobs ({report.bytes_copied / 1e6:.1f} MB) from {source} to "
+        f"{blob_backend(settings)}; {report.already_there} were there already"
+    )

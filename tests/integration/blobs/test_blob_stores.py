@@ -173,3 +173,24 @@ def test_postgres_store_survives_lost_connections(
     assert killed and all(ok for (ok,) in killed)
     assert store.get(key) == b"kept across a lost connection"
     assert store.put(b"and written after it") == hashlib.sha256(b"and written after it").hexdigest()
+
+
+def test_blobs_copy_moves_a_home_folder_into_the_database(settings: Settings) -> None:
+    env = {"INGESTD_DATABASE_URL": settings.database_url or "", "INGESTD_HOME": str(settings.home)}
+    folder = LocalBlobStore(settings.blob_dir)
+    keys = {folder.put(b"first upload"), folder.put(os.urandom(300_000))}
+    runner = CliRunner()
+    first = runner.invoke(cli_app, ["blobs", "copy", "--from", "local", "--json"], env=env)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["copied"] == 2
+    again = runner.invoke(cli_app, ["blobs", "copy", "--from", "local", "--json"], env=env)
+    assert json.loads(again.output) == {"copied": 0, "already_there": 2, "bytes_copied": 0}
+    database = PostgresBlobStore(settings.database_url or "")
+    database.open()
+    try:
+        assert {b.key for b in database.list_blobs()} == keys
+        assert all(database.get(k) == folder.get(k) for k in keys)
+    finally:
+        database.close()
+    same = runner.invoke(cli_app, ["blobs", "copy", "--from", "postgres"], env=env)
+    assert same.exit_code != 0 and "already postgres" in same.output
