@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.ingestd-home/demo
 
-.PHONY: setup demo test lint bench docs clean
+.PHONY: setup demo test lint bench chaos docs clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,13 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# The full chaos run (the bounded one is part of `make test`): see docs/howto/chaos.md.
+# CHAOS_DOCUMENTS sets the corpus size; the figures are written to CHAOS_REPORT.
+CHAOS_REPORT ?= $(CURDIR)/chaos-report.json
+chaos: setup
+	CHAOS_REPORT=$(CHAOS_REPORT) $(PY) -m pytest -q -p no:cacheprovider -m chaos_full -s \
+		tests/chaos
 
 docs: setup
 	$(PY) scripts/gen_config_docs.py

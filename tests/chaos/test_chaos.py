@@ -1,0 +1,39 @@
+"""The chaos suite: workers SIGKILLed, PostgreSQL restarted and cut off, vendors failing, throttling
+and down, webhooks lost and doubled — and every document still ends as a clean run ends it.
+
+The bounded run is part of ``make test``; the full one (``make chaos``, marker ``chaos_full``)
+processes more documents with a 20-second outage and writes its figures for
+docs/benchmarks/chaos.md."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import ChaosPlan, chaos_run, write_report
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(900)
+def test_bounded_chaos_run_ends_like_a_clean_run(tmp_path: Path) -> None:
+    plan = ChaosPlan(documents=int(os.environ.get("CHAOS_DOCUMENTS", "150")), outage_seconds=10.0)
+    report = chaos_run(plan, tmp_path)
+    write_report(report, tmp_path / "chaos-report.json")
+    assert report.kills >= 3
+    assert report.cuts >= 1 and report.connections_cut >= 1
+    assert {"pg_restart", "outage", "outage_over", "blackhole"} <= set(report.events)
+    assert report.openai["errors"].get("http_503", 0) > 0
+    assert report.llamaparse["webhooks_dropped"] > 0
+
+
+@pytest.mark.chaos_full
+@pytest.mark.timeout(1800)
+def test_full_chaos_run(tmp_path: Path) -> None:
+    plan = ChaosPlan(documents=int(os.environ.get("CHAOS_DOCUMENTS", "400")), outage_seconds=20.0)
+    report = chaos_run(plan, tmp_path)
+    out = Path(os.environ.get("CHAOS_REPORT", tmp_path / "chaos-report.json"))
+    write_report(report, out)
+    print(out.read_text())
