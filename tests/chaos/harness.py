@@ -506,11 +506,14 @@ def chaos_run(plan: ChaosPlan, work: Path) -> ChaosReport:
             exits = fleet.stop(chaos_url)
         finally:
             ensure_killed(*fleet.workers)
-        assert exits == [0] * WORKERS, f"workers exited {exits}"
         report.kills = fleet.kills
         report.openai, report.llamaparse = v.counters()
-        check_invariants(chaos_url, clean_url, report)
         measure_recovery(report)
+        try:
+            assert exits == [0] * WORKERS, f"workers exited {exits}"
+            check_invariants(chaos_url, clean_url, report)
+        finally:
+            write_report(report, work / "chaos-report.json")
     return report
 
 
