@@ -10,10 +10,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestd.mocks.openai import OpenAIBehaviour
 from tests.factories import TOPICS, WORDS, markdown_document
 
-FILTER_SUPPORTED = "reject_inputs_containing" in OpenAIBehaviour.model_fields
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 # The OpenAI mock refuses any input containing this (a content-filter refusal of one input).
 POISON_MARKER = "chaos-poison-7f3a"
@@ -77,20 +75,17 @@ def poisons() -> list[Poison]:
     """Three documents that must fail, each in its own way, and nothing else with them."""
     rng = random.Random(5)
     corrupt_pdf = b"%PDF-1.7\n" + bytes(rng.randrange(256) for _ in range(3000)) + b"\n%%EOF\n"
-    filtered = markdown_document(99_999, paragraphs=2, seed=9).replace(
+    filtered = markdown_document(99_999, paragraphs=12, seed=9).replace(
         "## Section 2", f"## Section 2\n\nThis paragraph carries {POISON_MARKER}."
     )
-    found = [
+    return [
         Poison("poison-corrupt.pdf", corrupt_pdf, "failed_parse", "parse.remote_failed"),
         Poison("poison-blank.txt", b" \n\n \t \n", "failed_parse", "parse.empty"),
+        # Several chunks, one refused: the others are embedded (and paid for), the document fails.
+        Poison(
+            "poison-filtered.md", filtered.encode(), "failed_embedding", "embed.invalid_request"
+        ),
     ]
-    if FILTER_SUPPORTED:
-        found.append(
-            Poison(
-                "poison-filtered.md", filtered.encode(), "failed_embedding", "embed.invalid_request"
-            )
-        )
-    return found
 
 
 def write_chaos_corpus(folder: Path, count: int) -> list[Path]:

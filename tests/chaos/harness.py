@@ -48,7 +48,7 @@ from ingestd.mocks.llamaparse_behaviour import LlamaParseBehaviour
 from ingestd.mocks.openai import OpenAIBehaviour
 from ingestd.mocks.openai import create_app as create_openai
 from ingestd.testing.faultproxy import FaultProxy, wait_for_port
-from tests.chaos.corpus import FILTER_SUPPORTED, POISON_MARKER, poisons, write_chaos_corpus
+from tests.chaos.corpus import POISON_MARKER, poisons, write_chaos_corpus
 from tests.conftest import worker_env
 from tests.e2e.procs import WorkerProcess, ensure_killed, query, wait_until
 
@@ -56,6 +56,7 @@ DIMENSIONS = 32
 WORKERS = 3
 OWNER = "chaos"
 MAX_ATTEMPTS = 10
+BREAKER_OPEN_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def chaos_behaviours() -> tuple[OpenAIBehaviour, LlamaParseBehaviour]:
             "hang_seconds": 10.0,
             "latency": {"fixed_ms": 5},
             "rate_limits": {"requests_per_minute": 8, "window_seconds": 2.0},
-            **poison_filter(),
+            "reject_inputs_containing": POISON_MARKER,
         }
     )
     llamaparse = LlamaParseBehaviour.model_validate(
@@ -135,14 +136,8 @@ def chaos_behaviours() -> tuple[OpenAIBehaviour, LlamaParseBehaviour]:
     return openai, llamaparse
 
 
-def poison_filter() -> dict[str, str]:
-    if FILTER_SUPPORTED:
-        return {"reject_inputs_containing": POISON_MARKER}
-    return {}
-
-
 def clean_behaviours() -> tuple[OpenAIBehaviour, LlamaParseBehaviour]:
-    openai = OpenAIBehaviour.model_validate(poison_filter())
+    openai = OpenAIBehaviour(reject_inputs_containing=POISON_MARKER)
     llamaparse = LlamaParseBehaviour.model_validate(
         {
             "latency": {"fixed_ms": 20, "per_unit_ms": 5},
@@ -205,6 +200,8 @@ def vendor_env(
         "INGESTD_PARSER__MAX_POLL_SECONDS": "4" if hook_url else "1",
         "INGESTD_PARSER__TIMEOUT_SECONDS": "3",
         "INGESTD_WORKER__MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        # The breaker probes again this soon after opening (the default is 10 s).
+        "INGESTD_TRAFFIC__BREAKER__OPEN_SECONDS": str(BREAKER_OPEN_SECONDS),
         "INGESTD_LOG_LEVEL": "WARNING",
     }
     if hook_url:
@@ -563,8 +560,23 @@ def check_invariants(chaos_url: str, clean_url: str, report: ChaosReport) -> Non
     ):
         assert query(chaos_url, sql) == [(0,)], what
     report.recorded = check_usage(chaos_url, report.openai, report.llamaparse, exact_tokens=False)
-    clean_tokens = recorded_usage(clean_url)["embedding_tokens"]
-    assert report.recorded["embedding_tokens"] >= clean_tokens, "embedding usage went unrecorded"
+    clean_tokens = recorded_usage(clean_url)["ledger_tokens"]
+    assert report.recorded["ledger_tokens"] >= clean_tokens, "embedding usage went unrecorded"
+    check_breaker(chaos_url)
+
+
+def check_breaker(url: str) -> None:
+    """The OpenAI outage opened the shared breaker, and it closed again afterwards."""
+    moves = [
+        (a, b)
+        for a, b in query(
+            url,
+            "SELECT from_state, to_state FROM breaker_events WHERE service = 'openai' ORDER BY id",
+        )
+    ]
+    opened = [i for i, (_, to) in enumerate(moves) if to == "open"]
+    assert opened, f"the outage never opened the breaker: {moves}"
+    assert any(to == "closed" for _, to in moves[opened[0] :]), f"never closed: {moves}"
 
 
 def recorded_usage(url: str) -> dict[str, float]:
@@ -572,29 +584,34 @@ def recorded_usage(url: str) -> dict[str, float]:
         url,
         "SELECT coalesce(sum((usage->>'embedding_tokens')::numeric), 0),"
         " coalesce(sum((usage->>'parse_pages')::numeric), 0),"
-        " coalesce(sum((usage->>'parse_credits')::numeric), 0) FROM jobs",
+        " coalesce(sum((usage->>'parse_credits')::numeric), 0),"
+        " (SELECT coalesce(sum(tokens), 0) FROM usage_ledger WHERE service = 'openai')"
+        " FROM jobs",
     )[0]
     return {
         "embedding_tokens": float(row[0]),
         "parse_pages": float(row[1]),
         "parse_credits": float(row[2]),
+        "ledger_tokens": float(row[3]),
     }
 
 
 def check_usage(
     url: str, openai: dict[str, Any], llamaparse: dict[str, Any], *, exact_tokens: bool
 ) -> dict[str, float]:
-    """Usage recorded on the jobs against what the mocks say they served. Pages and credits are
-    charged once per remote job, so they match exactly. Tokens match exactly without SIGKILLs;
-    a worker killed after OpenAI answered but before it committed leaves tokens served and not
-    recorded (a vendor bills that request too), so under chaos recorded <= served."""
+    """Usage recorded against what the mocks say they served. Pages and credits are charged
+    once per remote job, so they match exactly. Embedding tokens go into the usage ledger in the
+    transaction that stores their vectors, and onto the job when its stage ends; without
+    SIGKILLs both equal what OpenAI served. A worker killed after OpenAI answered but before it
+    committed leaves a request served and never recorded (a vendor bills it too), so under chaos
+    recorded <= served (and the ledger holds at least the clean run's tokens: checked above)."""
     recorded = recorded_usage(url)
     assert recorded["parse_pages"] == llamaparse["pages"]
     assert recorded["parse_credits"] == llamaparse["credits"]
     if exact_tokens:
-        assert recorded["embedding_tokens"] == openai["tokens"]
+        assert recorded["ledger_tokens"] == recorded["embedding_tokens"] == openai["tokens"]
     else:
-        assert recorded["embedding_tokens"] <= openai["tokens"]
+        assert recorded["embedding_tokens"] <= recorded["ledger_tokens"] <= openai["tokens"]
     return recorded
 
 
