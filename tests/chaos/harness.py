@@ -57,6 +57,7 @@ WORKERS = 3
 OWNER = "chaos"
 MAX_ATTEMPTS = 10
 BREAKER_OPEN_SECONDS = 3.0
+SQUEEZED = {"requests_per_minute": 1, "window_seconds": 3.0}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class ChaosPlan:
     blackhole_seconds: float = 3.0
     # Fractions of the good documents complete at which the one-off events start.
     pg_restart_at: float = 0.2
-    outage_at: float = 0.4
+    squeeze_at: float = 0.3  # both vendors' rate limits drop to 1 request per 3 s (429 bursts)
+    squeeze_seconds: float = 5.0
+    outage_at: float = 0.45
     blackhole_at: float = 0.75
     pg_down_seconds: float = 2.0
     deadline_seconds: float = 900.0
@@ -156,6 +159,9 @@ class Vendors:
     def openai_state(self) -> MockState[Any]:
         state: MockState[Any] = self.openai.app.state.mock
         return state
+
+    def states(self) -> list[MockState[Any]]:
+        return [self.openai.app.state.mock, self.llamaparse.app.state.mock]
 
     def counters(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return (
@@ -405,7 +411,11 @@ class ChaosDriver:
         self.rng = random.Random(plan.seed)
         self.started = time.monotonic()
         self.outage_ends: float | None = None
+        self.squeeze_ends: float | None = None
         self.normal_faults = v.openai_state.behaviour.model_dump(mode="json")["faults"]
+        self.normal_limits = [
+            s.behaviour.model_dump(mode="json")["rate_limits"] for s in v.states()
+        ]
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -451,6 +461,16 @@ class ChaosDriver:
             time.sleep(plan.pg_down_seconds)  # workers meet refused connections meanwhile
             self.server.ensure_running()
             self.mark("pg_back")
+        if "squeeze" not in events and fraction >= plan.squeeze_at:
+            self.mark("squeeze")
+            for state in self.vendors.states():
+                state.patch_behaviour({"rate_limits": SQUEEZED})
+            self.squeeze_ends = time.monotonic() + plan.squeeze_seconds
+        if self.squeeze_ends is not None and time.monotonic() >= self.squeeze_ends:
+            for state, limits in zip(self.vendors.states(), self.normal_limits, strict=True):
+                state.patch_behaviour({"rate_limits": limits})
+            self.squeeze_ends = None
+            self.mark("squeeze_over")
         if "outage" not in events and fraction >= plan.outage_at:
             self.mark("outage")
             self.vendors.openai_state.patch_behaviour({"faults": [{"kind": "http_503"}]})
@@ -555,10 +575,19 @@ def check_invariants(chaos_url: str, clean_url: str, report: ChaosReport) -> Non
             "a document whose chunks are missing or doubled",
         ),
         ("SELECT count(*) FROM jobs WHERE lease_owner IS NOT NULL", "a job still leased"),
-        ("SELECT count(*) FROM document_chunk_buffer", "chunks left in the buffer"),
-        ("SELECT count(*) FROM document_vector_buffer", "vectors left in the buffer"),
+        (
+            "SELECT count(*) FROM document_chunk_buffer b JOIN jobs j ON j.id = b.job_id"
+            " WHERE j.state = 'complete'",
+            "a complete document's chunks left in the buffer",
+        ),
+        (
+            "SELECT count(*) FROM document_vector_buffer b JOIN jobs j ON j.id = b.job_id"
+            " WHERE j.state = 'complete'",
+            "a complete document's vectors left in the buffer",
+        ),
     ):
         assert query(chaos_url, sql) == [(0,)], what
+    assert report.llamaparse["uploads"] == len(rows), "a document was uploaded twice"
     report.recorded = check_usage(chaos_url, report.openai, report.llamaparse, exact_tokens=False)
     clean_tokens = recorded_usage(clean_url)["ledger_tokens"]
     assert report.recorded["ledger_tokens"] >= clean_tokens, "embedding usage went unrecorded"
