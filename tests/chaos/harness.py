@@ -45,6 +45,7 @@ from ingestd.mocks import BackgroundServer, free_port
 from ingestd.mocks.faults import MockState
 from ingestd.mocks.llamaparse import create_app as create_llamaparse
 from ingestd.mocks.llamaparse_behaviour import LlamaParseBehaviour
+from ingestd.mocks.llamaparse_jobs import MockJob
 from ingestd.mocks.openai import OpenAIBehaviour
 from ingestd.mocks.openai import create_app as create_openai
 from ingestd.testing.faultproxy import FaultProxy, wait_for_port
@@ -160,6 +161,10 @@ class Vendors:
         state: MockState[Any] = self.openai.app.state.mock
         return state
 
+    def remote_jobs(self) -> dict[str, MockJob]:
+        jobs: dict[str, MockJob] = dict(self.llamaparse.app.state.llamaparse.jobs)
+        return jobs
+
     def states(self) -> list[MockState[Any]]:
         return [self.openai.app.state.mock, self.llamaparse.app.state.mock]
 
@@ -223,7 +228,7 @@ def run_settings(home: Path, url: str) -> Settings:
         database_url=url,
         embedder=HashEmbedderSettings(dimensions=DIMENSIONS),  # replaced by vendor_env
         worker=WorkerSettings(
-            lease_seconds=3.0,
+            lease_seconds=4.0,
             poll_seconds=0.5,
             backoff_base_seconds=0.2,
             backoff_max_seconds=4.0,
@@ -389,7 +394,7 @@ def clean_run(settings: Settings, work: Path, total: int) -> float:
             progress.close()
             assert fleet.stop(url) == [0] * WORKERS
         clean_counters = v.counters()
-    check_usage(url, *clean_counters, exact_tokens=True)
+        check_usage(url, *clean_counters, v.remote_jobs(), exact_tokens=True)
     return time.monotonic() - started
 
 
@@ -528,7 +533,7 @@ def chaos_run(plan: ChaosPlan, work: Path) -> ChaosReport:
         measure_recovery(report)
         try:
             assert exits == [0] * WORKERS, f"workers exited {exits}"
-            check_invariants(chaos_url, clean_url, report)
+            check_invariants(chaos_url, clean_url, report, v.remote_jobs())
         finally:
             write_report(report, work / "chaos-report.json")
     return report
@@ -537,7 +542,9 @@ def chaos_run(plan: ChaosPlan, work: Path) -> ChaosReport:
 # -- checks ---------------------------------------------------------------------------------------
 
 
-def check_invariants(chaos_url: str, clean_url: str, report: ChaosReport) -> None:
+def check_invariants(
+    chaos_url: str, clean_url: str, report: ChaosReport, mock_jobs: dict[str, MockJob]
+) -> None:
     expected = {p.filename: (p.state, p.code) for p in poisons()}
     rows = query(
         chaos_url,
@@ -587,8 +594,9 @@ def check_invariants(chaos_url: str, clean_url: str, report: ChaosReport) -> Non
         ),
     ):
         assert query(chaos_url, sql) == [(0,)], what
-    assert report.llamaparse["uploads"] == len(rows), "a document was uploaded twice"
-    report.recorded = check_usage(chaos_url, report.openai, report.llamaparse, exact_tokens=False)
+    report.recorded = check_usage(
+        chaos_url, report.openai, report.llamaparse, mock_jobs, exact_tokens=False
+    )
     clean_tokens = recorded_usage(clean_url)["ledger_tokens"]
     assert report.recorded["ledger_tokens"] >= clean_tokens, "embedding usage went unrecorded"
     check_breaker(chaos_url)
@@ -608,6 +616,10 @@ def check_breaker(url: str) -> None:
     assert any(to == "closed" for _, to in moves[opened[0] :]), f"never closed: {moves}"
 
 
+def _remote_ids(url: str) -> set[str]:
+    return {r for (r,) in query(url, "SELECT remote_job_id FROM jobs")}
+
+
 def recorded_usage(url: str) -> dict[str, float]:
     row = query(
         url,
@@ -625,18 +637,49 @@ def recorded_usage(url: str) -> dict[str, float]:
     }
 
 
+def check_remote_jobs(url: str, mock_jobs: dict[str, MockJob]) -> int:
+    """Every document's remote job exists at the mock and its pages and credits are the ones
+    recorded on the job; the mock's other jobs (orphans) each repeat a recorded job's name — a
+    submit that a successor repeated because the first had not reached the vendor when it
+    looked (a worker killed, or a lease lost, mid-upload) — and the mock's counters are the
+    recorded usage plus the orphans'. Returns the number of orphans."""
+    rows = query(
+        url,
+        "SELECT remote_job_id, coalesce((usage->>'parse_pages')::numeric, 0),"
+        " coalesce((usage->>'parse_credits')::numeric, 0) FROM jobs",
+    )
+    assert all(remote_id for remote_id, _, _ in rows), "a document never reached LlamaParse"
+    for remote_id, pages, credits in rows:
+        job = mock_jobs[remote_id]
+        assert (float(pages), float(credits)) == (len(job.pages), float(job.credits or 0))
+    used = {remote_id for remote_id, _, _ in rows}
+    names = {mock_jobs[remote_id].filename for remote_id in used}
+    orphans = [job for job_id, job in mock_jobs.items() if job_id not in used]
+    assert all(job.filename in names for job in orphans), "an upload that no document made"
+    return len(orphans)
+
+
 def check_usage(
-    url: str, openai: dict[str, Any], llamaparse: dict[str, Any], *, exact_tokens: bool
+    url: str,
+    openai: dict[str, Any],
+    llamaparse: dict[str, Any],
+    mock_jobs: dict[str, MockJob],
+    *,
+    exact_tokens: bool,
 ) -> dict[str, float]:
     """Usage recorded against what the mocks say they served. Pages and credits are charged
-    once per remote job, so they match exactly. Embedding tokens go into the usage ledger in the
+    once per remote job: recorded plus orphan uploads' (see :func:`check_remote_jobs`) match
+    the mock exactly. Embedding tokens go into the usage ledger in the
     transaction that stores their vectors, and onto the job when its stage ends; without
     SIGKILLs both equal what OpenAI served. A worker killed after OpenAI answered but before it
     committed leaves a request served and never recorded (a vendor bills it too), so under chaos
     recorded <= served (and the ledger holds at least the clean run's tokens: checked above)."""
     recorded = recorded_usage(url)
-    assert recorded["parse_pages"] == llamaparse["pages"]
-    assert recorded["parse_credits"] == llamaparse["credits"]
+    orphans = [j for j in mock_jobs.values() if j.id not in _remote_ids(url)]
+    recorded["orphan_uploads"] = check_remote_jobs(url, mock_jobs)
+    assert recorded["parse_pages"] + sum(len(j.pages) for j in orphans) == llamaparse["pages"]
+    orphan_credits = sum(float(j.credits or 0) for j in orphans)
+    assert recorded["parse_credits"] + orphan_credits == llamaparse["credits"]
     if exact_tokens:
         assert recorded["ledger_tokens"] == recorded["embedding_tokens"] == openai["tokens"]
     else:
