@@ -70,7 +70,8 @@ class ChaosPlan:
     blackhole_seconds: float = 3.0
     # Fractions of the good documents complete at which the one-off events start.
     pg_restart_at: float = 0.2
-    squeeze_at: float = 0.3  # both vendors' rate limits drop to 1 request per 3 s (429 bursts)
+    # Each vendor's rate limit drops to 1 request per 3 s for this long from its first request
+    # on (429 bursts), while ingestd's shared limits still hold what the headers said before.
     squeeze_seconds: float = 5.0
     outage_at: float = 0.45
     blackhole_at: float = 0.75
@@ -165,6 +166,8 @@ class Vendors:
         jobs: dict[str, MockJob] = dict(self.llamaparse.app.state.llamaparse.jobs)
         return jobs
 
+    names = ("openai", "llamaparse")
+
     def states(self) -> list[MockState[Any]]:
         return [self.openai.app.state.mock, self.llamaparse.app.state.mock]
 
@@ -251,19 +254,19 @@ class Fleet:
         return WorkerProcess(self.settings, self.log_dir, *args, **self.env)
 
     def kill_one(self, rng: random.Random, url: str) -> bool:
-        """SIGKILL a worker, preferably one that has done work, and start another. Only when
-        every worker is up (registered): a new process takes seconds to start on a loaded
-        machine, and kills must not outpace starts. False when it is not the time."""
+        """SIGKILL a worker that has done work, and start another. Only while at most one
+        replacement is still starting (a new process takes seconds to start on a loaded
+        machine, and kills must not outpace starts). False when it is not the time."""
         try:
             rows = query(url, "SELECT pid, processed FROM workers WHERE status = 'running'")
         except psycopg.OperationalError:
             return False
         registered = dict(rows)
-        live = [w for w in self.workers if w.proc.poll() is None]
-        if not live or any(w.pid not in registered for w in live):
-            return False
-        busy = [w for w in live if registered[w.pid]]
-        victim = rng.choice(busy or live)
+        up = [w for w in self.workers if w.proc.poll() is None and w.pid in registered]
+        busy = [w for w in up if registered[w.pid]]
+        if len(up) < len(self.workers) - 1 or not busy:
+            return False  # one replacement is still starting: let it come up first
+        victim = rng.choice(busy)
         self.workers.remove(victim)
         victim.proc.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
@@ -416,11 +419,9 @@ class ChaosDriver:
         self.rng = random.Random(plan.seed)
         self.started = time.monotonic()
         self.outage_ends: float | None = None
-        self.squeeze_ends: float | None = None
+        self.squeeze_ends: dict[str, float] = {}
+        self.normal_limits: dict[str, Any] = {}
         self.normal_faults = v.openai_state.behaviour.model_dump(mode="json")["faults"]
-        self.normal_limits = [
-            s.behaviour.model_dump(mode="json")["rate_limits"] for s in v.states()
-        ]
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -458,6 +459,21 @@ class ChaosDriver:
             self._one_off_events(fraction)
             time.sleep(0.5)
 
+    def _squeezes(self) -> None:
+        for name, state in zip(self.vendors.names, self.vendors.states(), strict=True):
+            key = f"squeeze_{name}"
+            if key not in self.report.events and state.counters.get("requests") > 0:
+                self.mark(key)
+                normal = state.behaviour.model_dump(mode="json")["rate_limits"]
+                state.patch_behaviour({"rate_limits": SQUEEZED})
+                self.squeeze_ends[name] = time.monotonic() + self.plan.squeeze_seconds
+                self.normal_limits[name] = normal
+            ends = self.squeeze_ends.get(name)
+            if ends is not None and time.monotonic() >= ends:
+                state.patch_behaviour({"rate_limits": self.normal_limits[name]})
+                del self.squeeze_ends[name]
+                self.mark(f"{key}_over")
+
     def _one_off_events(self, fraction: float) -> None:
         events, plan = self.report.events, self.plan
         if "pg_restart" not in events and fraction >= plan.pg_restart_at:
@@ -466,17 +482,9 @@ class ChaosDriver:
             time.sleep(plan.pg_down_seconds)  # workers meet refused connections meanwhile
             self.server.ensure_running()
             self.mark("pg_back")
-        if "squeeze" not in events and fraction >= plan.squeeze_at:
-            self.mark("squeeze")
-            for state in self.vendors.states():
-                state.patch_behaviour({"rate_limits": SQUEEZED})
-            self.squeeze_ends = time.monotonic() + plan.squeeze_seconds
-        if self.squeeze_ends is not None and time.monotonic() >= self.squeeze_ends:
-            for state, limits in zip(self.vendors.states(), self.normal_limits, strict=True):
-                state.patch_behaviour({"rate_limits": limits})
-            self.squeeze_ends = None
-            self.mark("squeeze_over")
-        if "outage" not in events and fraction >= plan.outage_at:
+        self._squeezes()
+        squeezed = all(f"squeeze_{name}_over" in events for name in self.vendors.names)
+        if "outage" not in events and squeezed and fraction >= plan.outage_at:
             self.mark("outage")
             self.vendors.openai_state.patch_behaviour({"faults": [{"kind": "http_503"}]})
             self.outage_ends = time.monotonic() + plan.outage_seconds
