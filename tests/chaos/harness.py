@@ -59,6 +59,7 @@ OWNER = "chaos"
 MAX_ATTEMPTS = 10
 BREAKER_OPEN_SECONDS = 3.0
 SQUEEZED = {"requests_per_minute": 1, "window_seconds": 3.0}
+SQUEEZE_429S = 3
 
 
 @dataclass(frozen=True)
@@ -359,15 +360,17 @@ class Progress:
         self.conn: psycopg.Connection[Any] | None = None
 
     def __call__(self) -> tuple[int, int] | None:
+        row = self.row(self.SQL)
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def row(self, sql: str) -> tuple[Any, ...] | None:
         try:
             if self.conn is None or self.conn.closed:
                 self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            row = self.conn.execute(self.SQL).fetchone()
+            return self.conn.execute(sql).fetchone()  # type: ignore[arg-type]
         except psycopg.OperationalError:
             self.close()
             return None
-        assert row is not None
-        return int(row[0]), int(row[1])
 
     def close(self) -> None:
         if self.conn is not None:
@@ -418,9 +421,11 @@ class ChaosDriver:
         self.pg_proxy, self.fleet, self.vendors, self.url = pg_proxy, fleet, v, url
         self.rng = random.Random(plan.seed)
         self.started = time.monotonic()
+        self.progress = Progress(url)
         self.outage_ends: float | None = None
         self.squeeze_ends: dict[str, float] = {}
         self.normal_limits: dict[str, Any] = {}
+        self.limited_before: dict[str, float] = {}
         self.normal_faults = v.openai_state.behaviour.model_dump(mode="json")["faults"]
 
     def now(self) -> float:
@@ -430,7 +435,7 @@ class ChaosDriver:
         self.report.events[name] = round(self.now(), 2)
 
     def run(self, total: int) -> None:
-        progress = Progress(self.url)
+        progress = self.progress
         try:
             self._loop(total, progress)
         finally:
@@ -468,11 +473,24 @@ class ChaosDriver:
                 state.patch_behaviour({"rate_limits": SQUEEZED})
                 self.squeeze_ends[name] = time.monotonic() + self.plan.squeeze_seconds
                 self.normal_limits[name] = normal
+                self.limited_before[name] = state.counters.get("rate_limited")
             ends = self.squeeze_ends.get(name)
-            if ends is not None and time.monotonic() >= ends:
+            # It lasts squeeze_seconds, and until the vendor has refused a burst (however slow
+            # the workers are), or at most a minute.
+            refused = state.counters.get("rate_limited") - self.limited_before.get(name, 0)
+            over = refused >= SQUEEZE_429S or time.monotonic() >= (ends or 0) + 60
+            if ends is not None and time.monotonic() >= ends and over:
                 state.patch_behaviour({"rate_limits": self.normal_limits[name]})
                 del self.squeeze_ends[name]
                 self.mark(f"{key}_over")
+
+    def _breaker_opened(self) -> bool:
+        """The outage lasts until the shared breaker has opened (a slow machine sends fewer
+        requests than the breaker's minimum in a short outage)."""
+        row = self.progress.row(
+            "SELECT count(*) FROM breaker_events WHERE service = 'openai' AND to_state = 'open'"
+        )
+        return bool(row and row[0])
 
     def _one_off_events(self, fraction: float) -> None:
         events, plan = self.report.events, self.plan
@@ -488,7 +506,11 @@ class ChaosDriver:
             self.mark("outage")
             self.vendors.openai_state.patch_behaviour({"faults": [{"kind": "http_503"}]})
             self.outage_ends = time.monotonic() + plan.outage_seconds
-        if self.outage_ends is not None and time.monotonic() >= self.outage_ends:
+        if (
+            self.outage_ends is not None
+            and time.monotonic() >= self.outage_ends
+            and (self._breaker_opened() or time.monotonic() >= self.outage_ends + 120)
+        ):
             self.vendors.openai_state.patch_behaviour({"faults": self.normal_faults})
             self.outage_ends = None
             self.mark("outage_over")

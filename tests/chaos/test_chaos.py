@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.timeout(900)
 def test_bounded_chaos_run_ends_like_a_clean_run(tmp_path: Path) -> None:
-    plan = ChaosPlan(documents=int(os.environ.get("CHAOS_DOCUMENTS", "100")), outage_seconds=10.0)
+    plan = ChaosPlan(documents=int(os.environ.get("CHAOS_DOCUMENTS", "60")), outage_seconds=10.0)
     report = chaos_run(plan, tmp_path)
     write_report(report, tmp_path / "chaos-report.json")
     assert report.kills >= 3
@@ -27,7 +27,7 @@ def test_bounded_chaos_run_ends_like_a_clean_run(tmp_path: Path) -> None:
     assert {"pg_restart", "outage", "outage_over", "blackhole"} <= set(report.events)
     assert {"squeeze_openai_over", "squeeze_llamaparse_over"} <= set(report.events)
     assert report.openai["errors"].get("http_503", 0) > 0
-    assert report.openai["rate_limited"] + report.llamaparse["rate_limited"] > 0
+    assert report.openai["rate_limited"] > 0 and report.llamaparse["rate_limited"] > 0
     assert report.llamaparse["webhooks_dropped"] > 0
     assert report.llamaparse["webhooks_duplicated"] > 0
 
