@@ -58,7 +58,12 @@ WORKERS = 3
 OWNER = "chaos"
 MAX_ATTEMPTS = 10
 BREAKER_OPEN_SECONDS = 3.0
-SQUEEZED = {"requests_per_minute": 1, "window_seconds": 3.0}
+# OpenAI: fewer tokens than any request holds, so every request is refused until it ends
+# (ingestd's limiter learns from headers, and would pace a mere request squeeze perfectly).
+SQUEEZED = {
+    "openai": {"tokens_per_minute": 50},
+    "llamaparse": {"requests_per_minute": 1, "window_seconds": 3.0},
+}
 SQUEEZE_429S = 3
 
 
@@ -121,7 +126,11 @@ def chaos_behaviours() -> tuple[OpenAIBehaviour, LlamaParseBehaviour]:
             "faults": [{**f, "routes": ["/v1/embeddings"]} for f in faults],
             "hang_seconds": 10.0,
             "latency": {"fixed_ms": 5},
-            "rate_limits": {"requests_per_minute": 8, "window_seconds": 2.0},
+            "rate_limits": {
+                "requests_per_minute": 8,
+                "tokens_per_minute": 200_000,
+                "window_seconds": 2.0,
+            },
             "reject_inputs_containing": POISON_MARKER,
         }
     )
@@ -196,7 +205,8 @@ def tcp_url(server: EmbeddedPostgres, database: str, port: int) -> str:
 
 
 def pg_socket(server: EmbeddedPostgres) -> Path:
-    return Path(server.status().socket_dir) / ".s.PGSQL.5432"
+    status = server.status()
+    return Path(status.socket_dir) / f".s.PGSQL.{status.port}"
 
 
 def vendor_env(
@@ -470,7 +480,7 @@ class ChaosDriver:
             if key not in self.report.events and state.counters.get("requests") > 0:
                 self.mark(key)
                 normal = state.behaviour.model_dump(mode="json")["rate_limits"]
-                state.patch_behaviour({"rate_limits": SQUEEZED})
+                state.patch_behaviour({"rate_limits": SQUEEZED[name]})
                 self.squeeze_ends[name] = time.monotonic() + self.plan.squeeze_seconds
                 self.normal_limits[name] = normal
                 self.limited_before[name] = state.counters.get("rate_limited")
