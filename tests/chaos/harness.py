@@ -529,13 +529,15 @@ class ChaosDriver:
             self.pg_proxy.blackhole(plan.blackhole_seconds)
 
 
-def chaos_run(plan: ChaosPlan, work: Path) -> ChaosReport:
-    """Prepare, run clean, run chaos, check every invariant; the report of what happened."""
+def chaos_run(plan: ChaosPlan, work: Path, pgdata: Path) -> ChaosReport:
+    """Prepare, run clean, run chaos, check every invariant; the report of what happened.
+    ``pgdata`` must be reachable by the server's system user when running as root (the
+    ``pg_base`` fixture's folders are)."""
     report = ChaosReport(documents=plan.documents)
     total = plan.documents + len(poisons())
     write_chaos_corpus(work / "corpus", plan.documents)
     with ExitStack() as stack:
-        server = EmbeddedPostgres(work / "pg")
+        server = EmbeddedPostgres(pgdata)
         server.ensure_running()
         stack.callback(server.stop, mode="immediate")
         home = work / "home"

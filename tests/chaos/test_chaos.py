@@ -9,6 +9,7 @@ that the chaos really happened."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,17 +31,17 @@ def assert_chaos_happened(report: ChaosReport) -> None:
 
 
 @pytest.mark.timeout(1200)
-def test_bounded_chaos_run_ends_like_a_clean_run(tmp_path: Path) -> None:
+def test_bounded_chaos_run_ends_like_a_clean_run(tmp_path: Path, pg_base: Path) -> None:
     plan = ChaosPlan(documents=int(os.environ.get("CHAOS_DOCUMENTS", "60")), outage_seconds=10.0)
-    report = chaos_run(plan, tmp_path)
+    report = chaos_run(plan, tmp_path, pg_base / f"chaos-{uuid.uuid4().hex[:8]}")
     assert_chaos_happened(report)
 
 
 @pytest.mark.chaos_full
 @pytest.mark.timeout(3600)
-def test_full_chaos_run(tmp_path: Path) -> None:
+def test_full_chaos_run(tmp_path: Path, pg_base: Path) -> None:
     plan = ChaosPlan(documents=int(os.environ.get("CHAOS_DOCUMENTS", "400")), outage_seconds=20.0)
-    report = chaos_run(plan, tmp_path)
+    report = chaos_run(plan, tmp_path, pg_base / f"chaos-{uuid.uuid4().hex[:8]}")
     out = Path(os.environ.get("CHAOS_REPORT", tmp_path / "chaos-report.json"))
     write_report(report, out)
     print(out.read_text())
