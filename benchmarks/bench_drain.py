@@ -2,6 +2,7 @@
 
     python benchmarks/bench_drain.py [--corpus 5kb,100kb] [--workers 1] [--repeat 1] [--json]
                                      [--documents N] [--env NAME=VALUE ...]
+                                     [--embedder hash|openai-mock] [--latency-ms 150]
 
 For each corpus shape (``5kb``: 1,000 Markdown documents of ~5 KB; ``100kb``: 200 of ~100 KB,
 both from ``scripts/gen_corpus.py --backlog``) and each worker count, a fresh embedded PostgreSQL
@@ -10,7 +11,9 @@ drain it. Reported per run: wall seconds from starting the workers until the las
 included) and the busy window (first claim to last completion); documents/s and MB/s over the wall
 time (and the busy window); statements, commits and server-side execution time per document, from
 ``pg_stat_statements`` and ``pg_stat_database`` (reset after the ingest, so they count the drain
-only). Embedder: ``hash`` at 384 dimensions unless ``--env`` says otherwise.
+only). Embedder: ``hash`` at 384 dimensions, or ``openai-mock``: the OpenAI embedder against
+``ingestd mock openai`` with ``--latency-ms`` per request, micro-batched; the workers' summary of
+how full their requests were (``embed.batching`` log lines) is reported too.
 
 The machine may be shared: compare two code versions or settings back to back (``--env``, or
 ``PYTHONPATH`` at another checkout: the workers inherit it) and report ratios, not absolutes.
@@ -21,17 +24,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +74,10 @@ class DrainResult:
     commits_per_doc: float
     db_ms_per_doc: float
     env: dict[str, str]
+    embedder: str = "hash"
+    embed_requests: int = 0
+    mean_request_fullness: float = 0.0
+    full_request_share: float = 0.0
 
 
 def make_corpus(shape: str, documents: int | None, into: Path) -> Path:
@@ -158,6 +170,57 @@ def worker_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def openai_mock(latency_ms: float) -> Iterator[dict[str, str]]:
+    """``ingestd mock openai`` in a subprocess; yields the workers' embedder settings."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = "sk-bench-" + secrets.token_hex(8)
+    argv = [sys.executable, "-m", "ingestd", "mock", "openai", "--port", str(port)]
+    argv += ["--api-key", key, "--latency-ms", str(latency_ms), "--vectors", "token-hash"]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(
+                    f"{base}/models", headers={"Authorization": f"Bearer {key}"}
+                ).is_success:
+                    break
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the OpenAI mock did not start")
+            time.sleep(0.2)
+        yield {
+            "INGESTD_EMBEDDER__PROVIDER": "openai",
+            "INGESTD_EMBEDDER__BASE_URL": base,
+            "INGESTD_EMBEDDER__API_KEY": key,
+            "INGESTD_LOG_LEVEL": "INFO",
+            "INGESTD_LOG_FORMAT": "json",
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def batching_summary(log_path: Path) -> tuple[int, float, float]:
+    """(requests, mean fullness, share of full requests) over the workers' ``embed.batching``."""
+    requests = full = 0
+    fullness = 0.0
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"embed.batching"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            requests += entry["requests"]
+            fullness += entry["mean_fullness"] * entry["requests"]
+            full += entry["full_requests"]
+    if not requests:
+        return 0, 0.0, 0.0
+    return requests, round(fullness / requests, 4), round(full / requests, 4)
+
+
 def run_drain(
     corpus: Path,
     workers: int,
@@ -165,8 +228,18 @@ def run_drain(
     name: str = "",
     extra_env: dict[str, str] | None = None,
     top: int = 0,
+    embedder: str = "hash",
+    latency_ms: float = 150.0,
 ) -> DrainResult:
     """Ingest ``corpus`` into a fresh embedded PostgreSQL and drain it with ``workers``."""
+    if embedder == "openai-mock":
+        with openai_mock(latency_ms) as mock_env:
+            result = run_drain(
+                corpus, workers, name=name, extra_env={**mock_env, **(extra_env or {})}, top=top
+            )
+        result.embedder = embedder
+        result.env = extra_env or {}
+        return result
     extra_env = extra_env or {}
     files = [p for p in corpus.rglob("*") if p.is_file() and p.name != "manifest.json"]
     megabytes = sum(p.stat().st_size for p in files) / 1e6
@@ -183,13 +256,23 @@ def run_drain(
         asyncio.run(ingest(settings, corpus))
         reset_stats(url)
         env = worker_env(settings, extra_env)
+        log_path = base / "workers.log"
         started = time.perf_counter()
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "ingestd", "worker", "--burst"], env=env)
-            for _ in range(workers)
-        ]
-        codes = [p.wait() for p in procs]
+        with log_path.open("w") as log_file:
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "ingestd", "worker", "--burst"],
+                    env=env,
+                    stderr=log_file,
+                    stdout=log_file,
+                )
+                for _ in range(workers)
+            ]
+            codes = [p.wait() for p in procs]
         wall = time.perf_counter() - started
+        embed_requests, fullness, full_share = batching_summary(log_path)
+        if codes != [0] * workers:
+            sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
         statements, commits, exec_ms, done, busy = read_stats(url)
         for calls, ms, query in top_statements(url, top):
             print(f"{calls:>8} calls {ms:>10.1f} ms  {query}", file=sys.stderr)
@@ -212,6 +295,9 @@ def run_drain(
         commits_per_doc=round(commits / done, 2),
         db_ms_per_doc=round(exec_ms / done, 3),
         env=extra_env,
+        embed_requests=embed_requests,
+        mean_request_fullness=fullness,
+        full_request_share=full_share,
     )
 
 
@@ -232,6 +318,13 @@ def show(result: DrainResult) -> str:
         f"{result.mb_per_second:.2f} MB/s ({result.mb_per_second_busy:.2f} busy); "
         f"per doc {result.statements_per_doc:.1f} statements, "
         f"{result.commits_per_doc:.2f} commits, {result.db_ms_per_doc:.2f} ms DB"
+        + (
+            f"; {result.embed_requests} embedding requests, "
+            f"{result.mean_request_fullness:.0%} full on average, "
+            f"{result.full_request_share:.0%} at least 90 % full"
+            if result.embed_requests
+            else ""
+        )
     )
 
 
@@ -245,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-dir", type=Path, default=None, help="reuse generated corpora")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--top", type=int, default=0, help="print the N costliest statements")
+    parser.add_argument("--embedder", choices=("hash", "openai-mock"), default="hash")
+    parser.add_argument("--latency-ms", type=float, default=150.0, help="openai-mock latency")
     args = parser.parse_args(argv)
     into = args.corpus_dir or Path(tempfile.mkdtemp(prefix="ingestd-drain-corpus-"))
     extra = parse_env(args.env)
@@ -253,7 +348,15 @@ def main(argv: list[str] | None = None) -> int:
         corpus = make_corpus(shape, args.documents, into)
         for workers in [int(w) for w in args.workers.split(",")]:
             for _ in range(args.repeat):
-                result = run_drain(corpus, workers, name=shape, extra_env=extra, top=args.top)
+                result = run_drain(
+                    corpus,
+                    workers,
+                    name=shape,
+                    extra_env=extra,
+                    top=args.top,
+                    embedder=args.embedder,
+                    latency_ms=args.latency_ms,
+                )
                 print(show(result), file=sys.stderr, flush=True)
                 results.append(asdict(result))
     if args.corpus_dir is None:

@@ -23,6 +23,7 @@ from ingestd.config import (
     BreakerSettings,
     BudgetSettings,
     ChunkerSettings,
+    EmbedBatchingSettings,
     HashEmbedderSettings,
     LlamaParseSettings,
     LocalEmbedderSettings,
@@ -122,6 +123,7 @@ NESTED = (
     "traffic",
     "breaker",
     "api",
+    "embed_batching",
 )
 
 PROVIDERS: list[tuple[str, str, list[type[BaseModel]]]] = [
@@ -136,6 +138,7 @@ PROVIDERS: list[tuple[str, str, list[type[BaseModel]]]] = [
     ("observability", "INGESTD_OBSERVABILITY__", [ObservabilitySettings]),
     ("blobs", "INGESTD_BLOBS__", [BlobSettings]),
     ("api", "INGESTD_API__", [ApiSettings]),
+    ("embed_batching", "INGESTD_EMBED_BATCHING__", [EmbedBatchingSettings]),
 ]
 
 

@@ -187,6 +187,23 @@ def _max_chars(settings: Settings) -> int:
     return config.max_chars if isinstance(config, LocalParserSettings) else DEFAULT_MAX_CHARS
 
 
+def micro_batched(settings: Settings, embedder: Embedder) -> Embedder:
+    """A remote embedder behind the worker-wide micro-batcher, when enabled."""
+    config = settings.embedder
+    if not isinstance(config, OpenAIEmbedderSettings) or not settings.embed_batching.enabled:
+        return embedder
+    from ingestd.embedders.batching import BatchLimits
+    from ingestd.embedders.microbatch import MicroBatcher
+
+    limits = BatchLimits(
+        max_inputs=config.max_inputs_per_request,
+        max_tokens=config.max_tokens_per_request,
+        max_tokens_per_input=config.max_tokens_per_input,
+    )
+    linger = settings.embed_batching.linger_ms / 1000
+    return MicroBatcher(embedder, limits, linger_seconds=linger, truncate=config.truncate)
+
+
 def build_ports(
     settings: Settings,
     http: httpx.AsyncClient,
@@ -204,7 +221,7 @@ def build_ports(
         parse=parse,
         validate=functools.partial(validate_parsed, max_chars=_max_chars(settings)),
         chunker=build_chunker(settings, embedder),
-        embedder=embedder,
+        embedder=micro_batched(settings, embedder),
         parser_name=remote.client.name if remote is not None else parser_name,
         max_parse_bytes=settings.parser.max_bytes,
         remote=remote,

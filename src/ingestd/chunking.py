@@ -22,7 +22,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from importlib.metadata import version as package_version
 from typing import Protocol
 
@@ -109,30 +110,47 @@ class MarkdownChunker:
         if hard_limit_counter is not None and hard_limit_tokens is not None:
             self._input_limit = (hard_limit_tokens, hard_limit_counter)
             self.version += f":max{hard_limit_tokens}@{hard_limit_counter.name}"
-        self._count: Callable[[str], int] = lambda text: tokens.count_tokens(text, encoding)
+        self._memo = threading.local()
         self._splitter = MarkdownSplitter.from_callback(self._count, capacity, overlap_tokens)
+
+    def _count(self, text: str) -> int:
+        """Tokens in ``text``. Within one ``chunk`` call the counts are remembered: the splitter
+        asks about the same candidate text again and again (more than half its calls on our
+        corpora), and the chunk checks then recount the chunks it returned."""
+        cache: dict[str, int] | None = getattr(self._memo, "cache", None)
+        if cache is None:
+            return tokens.count_tokens(text, self.encoding)
+        count = cache.get(text)
+        if count is None:
+            count = cache[text] = tokens.count_tokens(text, self.encoding)
+        return count
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
         """Split ``doc.markdown``; CPU-bound (about 1 s per MB), so call it off the event loop."""
         markdown = _without_surrogates(doc.markdown)
         headings = HeadingIndex(markdown)
         chunks: list[Chunk] = []
-        for start, text, count in self._merged(markdown, self._pieces(markdown)):
-            chunks.append(
-                Chunk(
-                    ordinal=len(chunks),
-                    text=text,
-                    token_count=count,
-                    heading_path=headings.path_at(start),
-                    page=page_at(doc, start),
-                    start_offset=start,
+        self._memo.cache = {}  # per thread: chunk() runs in several threads at once
+        try:
+            for start, text, count in self._merged(markdown, self._pieces(markdown)):
+                chunks.append(
+                    Chunk(
+                        ordinal=len(chunks),
+                        text=text,
+                        token_count=count,
+                        heading_path=headings.path_at(start),
+                        page=page_at(doc, start),
+                        start_offset=start,
+                    )
                 )
-            )
+        finally:
+            del self._memo.cache
         return chunks
 
     def _pieces(self, markdown: str) -> Iterator[tuple[int, str, int]]:
         """(start, text, token count) of each chunk, in order, each within the limit."""
         for start, end, is_long_run in segments(markdown):
+            self._memo.cache.clear()  # bounded memory: a segment's texts are never asked again
             if is_long_run:
                 spans: Iterator[Span] = self._token_spans(
                     markdown, start, end, self.max_tokens, self.overlap_tokens

@@ -413,6 +413,23 @@ class ApiSettings(BaseModel):
     )
 
 
+class EmbedBatchingSettings(BaseModel):
+    """Cross-document micro-batching of a remote embedder's requests, per worker process
+    (docs/decisions/0009-drain-performance.md)."""
+
+    enabled: bool = Field(
+        True,
+        description="Merge the embed calls of all a worker's batches into requests filled "
+        "towards the embedder's per-request limits (openai only).",
+    )
+    linger_ms: float = Field(
+        50.0,
+        ge=0,
+        le=10_000,
+        description="Longest an input waits for a request to fill before a partial one is sent.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything ingestd reads from its environment."""
 
@@ -437,6 +454,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = Field(default_factory=HashEmbedderSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
+    embed_batching: EmbedBatchingSettings = Field(default_factory=EmbedBatchingSettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 

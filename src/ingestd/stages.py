@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from ingestd.chunking import chunk_id
 from ingestd.config import WorkerSettings
 from ingestd.db import Database
 from ingestd.db.database import Conn
+from ingestd.embedders.batching import split_usage
 from ingestd.errors import IngestdError, PermanentError, Throttled, TransientError
 from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import (
@@ -150,19 +151,6 @@ def as_ingestd_error(exc: BaseException) -> IngestdError:
         return exc
     # A bug or an unexpected library error: retried, then failed, with the cause recorded.
     return TransientError("internal.error", f"{type(exc).__name__}: {exc}")
-
-
-def split_usage(total: int, weights: Sequence[int]) -> list[int]:
-    """Share ``total`` among jobs in proportion to ``weights``; the parts add up to ``total``."""
-    weight_sum = sum(weights)
-    if weight_sum == 0:
-        return [0 for _ in weights]
-    exact = [total * w / weight_sum for w in weights]
-    parts = [int(x) for x in exact]
-    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
-    for i in by_remainder[: total - sum(parts)]:
-        parts[i] += 1
-    return parts
 
 
 class Pipeline:

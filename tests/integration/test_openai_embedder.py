@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -294,3 +295,21 @@ def test_classify_status(
     assert type(error) is kind and error.code == code
     if isinstance(error, RateLimitedError):
         assert error.retry_after == 3.0
+
+
+async def test_the_micro_batcher_fills_requests_across_concurrent_callers(
+    make_embedder: MakeEmbedder, state: MockState[OpenAIBehaviour]
+) -> None:
+    from ingestd.embedders.microbatch import MicroBatcher
+
+    inner = make_embedder(dimensions=8, max_inputs_per_request=1000)
+    batcher = MicroBatcher(inner, inner.limits, linger_seconds=0.05)
+    calls = [[f"caller {c} text {i}" for i in range(300)] for c in range(6)]
+    results = await asyncio.gather(*(batcher.embed(texts) for texts in calls))
+    counters = state.counters.snapshot()
+    assert (counters["requests"], counters["embeddings"]) == (2, 1800)
+    assert batcher.stats.requests == 2 and batcher.stats.full_requests == 1
+    assert sum(r.usage.requests for r in results) == 2
+    assert sum(r.usage.prompt_tokens for r in results) == counters["tokens"]
+    single = await inner.embed([calls[4][123]])
+    assert results[4].vectors[123] == single.vectors[0]

@@ -52,21 +52,29 @@ class Batch:
 
 def check_input_sizes(token_counts: Sequence[int], limits: BatchLimits) -> None:
     """Raise ``PermanentError`` for the first input that is empty or over the per-input limit."""
-    limit = limits.input_ceiling
     for index, count in enumerate(token_counts):
-        if count <= 0:
-            raise PermanentError(
-                "embed.empty_input", f"input {index} is empty; the API rejects it", index=index
-            )
-        if count > limit:
-            raise PermanentError(
-                "embed.input_too_long",
-                f"input {index} has {count} tokens, over the {limit}-token limit per input; "
-                "chunk it smaller or enable truncation",
-                index=index,
-                tokens=count,
-                limit=limit,
-            )
+        error = input_size_error(index, count, limits)
+        if error is not None:
+            raise error
+
+
+def input_size_error(index: int, count: int, limits: BatchLimits) -> PermanentError | None:
+    """The error of input ``index`` with ``count`` tokens, if no request could carry it."""
+    limit = limits.input_ceiling
+    if count <= 0:
+        return PermanentError(
+            "embed.empty_input", f"input {index} is empty; the API rejects it", index=index
+        )
+    if count > limit:
+        return PermanentError(
+            "embed.input_too_long",
+            f"input {index} has {count} tokens, over the {limit}-token limit per input; "
+            "chunk it smaller or enable truncation",
+            index=index,
+            tokens=count,
+            limit=limit,
+        )
+    return None
 
 
 def pack_batches(token_counts: Sequence[int], limits: BatchLimits | None = None) -> list[Batch]:
@@ -88,3 +96,17 @@ def pack_batches(token_counts: Sequence[int], limits: BatchLimits | None = None)
     if len(token_counts) > start:
         batches.append(Batch(start, len(token_counts), tokens))
     return batches
+
+
+def split_usage(total: int, weights: Sequence[int]) -> list[int]:
+    """Share ``total`` (tokens, requests) among jobs or callers in proportion to ``weights``;
+    the parts add up to ``total``."""
+    weight_sum = sum(weights)
+    if weight_sum == 0:
+        return [0 for _ in weights]
+    exact = [total * w / weight_sum for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
