@@ -58,8 +58,6 @@ VectorRows = list[tuple[uuid.UUID, str, np.ndarray]]
 PARSED_CACHE_MAX_CHARS = 1_000_000
 # Blob reads and writes up to this size run on the event loop, larger ones in a thread.
 INLINE_MAX_BYTES = 64 * 1024
-# Chunking costs about 1 s per MB: only texts up to INLINE_MAX_BYTES / 8 are chunked inline.
-CHUNK_COST_FACTOR = 8
 # For budget estimates before a call: English text averages about four characters per token.
 CHARS_PER_TOKEN = 4
 T = TypeVar("T")
@@ -372,25 +370,26 @@ class Pipeline:
     async def _chunk(self, jobs: list[ClaimedJob]) -> StageResult:
         outcomes: list[Outcome] = []
         chunks: dict[uuid.UUID, list[tuple[str, Chunk]]] = {}
+        loaded: list[tuple[ClaimedJob, ParsedDocument]] = []
         for job in jobs:
-            started = time.monotonic()
             try:
-                parsed = await self._load_parsed(job)
-                pieces = await off_loop(
-                    len(parsed.markdown) * CHUNK_COST_FACTOR, self.ports.chunker.chunk, parsed
-                )
-                if not pieces:
-                    raise PermanentError("chunk.empty", "the document produced no chunks")
+                loaded.append((job, await self._load_parsed(job)))
             except Exception as exc:
                 outcomes.append(error_outcome(job, as_ingestd_error(exc), self.settings))
+        # The whole batch in one thread: tiktoken lets go of the GIL while it encodes, so the
+        # event loop, and other batches' chunking, run meanwhile (on another core).
+        done = await asyncio.to_thread(chunk_each, self.ports.chunker, [d for _, d in loaded])
+        for (job, _), (pieces, ms) in zip(loaded, done, strict=True):
+            if not isinstance(pieces, Exception) and not pieces:
+                pieces = PermanentError("chunk.empty", "the document produced no chunks")
+            if isinstance(pieces, Exception):
+                outcomes.append(error_outcome(job, as_ingestd_error(pieces), self.settings))
                 continue
             self._parsed.pop(job.id, None)
             version = job.chunker_version or self.ports.chunker.version
             doc_id = str(job.document_id)
             chunks[job.id] = [(chunk_id(doc_id, version, c.ordinal, c.text), c) for c in pieces]
-            outcomes.append(
-                advance(job, State.CHUNKS_STORED, _ms(started), chunk_count=len(pieces))
-            )
+            outcomes.append(advance(job, State.CHUNKS_STORED, ms, chunk_count=len(pieces)))
 
         async def write(conn: Conn, moved: set[uuid.UUID]) -> None:
             await write_chunk_buffer(conn, chunks, moved & set(chunks))
@@ -568,6 +567,20 @@ class Pipeline:
                 await finalize_chunks(conn, done)
 
         return outcomes, write
+
+
+def chunk_each(
+    chunker: Chunker, documents: list[ParsedDocument]
+) -> list[tuple[list[Chunk] | Exception, int]]:
+    """Chunk every document (in a worker thread): its chunks or its error, and milliseconds."""
+    done: list[tuple[list[Chunk] | Exception, int]] = []
+    for document in documents:
+        started = time.monotonic()
+        try:
+            done.append((chunker.chunk(document), _ms(started)))
+        except Exception as exc:
+            done.append((exc, _ms(started)))
+    return done
 
 
 async def off_loop(size: int, function: Callable[..., T], *args: Any) -> T:
