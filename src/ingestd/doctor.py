@@ -20,6 +20,7 @@ from ingestd.app import build_embedder, build_remote
 from ingestd.blobs import blob_backend, open_blob_store
 from ingestd.config import LlamaParseSettings, OpenAIEmbedderSettings, Settings
 from ingestd.db import Database, resolve_database_url
+from ingestd.redact import redact
 
 LIVE_PARSE_TIMEOUT_SECONDS = 120.0
 
@@ -29,6 +30,10 @@ class CheckResult:
     name: str
     status: str  # ok | warn | fail | skip
     detail: str
+
+    def __post_init__(self) -> None:
+        # Details quote driver and vendor errors, which may quote a URL or a key.
+        object.__setattr__(self, "detail", redact(self.detail))
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "status": self.status, "detail": self.detail}

@@ -14,15 +14,17 @@ import structlog
 
 from ingestd.redact import RedactingFilter, redact_event
 
+# One instance, so configuring twice does not stack filters.
+REDACTING_FILTER = RedactingFilter()
+
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
-    redacting = RedactingFilter()
     for handler in logging.getLogger().handlers:
-        handler.addFilter(redacting)
+        handler.addFilter(REDACTING_FILTER)
     for noisy in ("httpx", "httpcore", "psycopg.pool", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: structlog.types.Processor = (

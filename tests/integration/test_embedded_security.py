@@ -15,11 +15,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
 
-from ingestd.cli import app as cli
 from ingestd.db.embedded import SYSTEM_USER, EmbeddedPostgres, _bin, can_traverse, parse_listen
 from ingestd.errors import ConfigurationError
+from tests.cli_inprocess import invoke
 
 
 def free_port() -> int:
@@ -155,21 +154,20 @@ def test_as_root_a_home_the_server_cannot_reach_fails_clearly(tmp_path: Path) ->
 
 def test_db_url_prints_the_tcp_url_without_the_password(fleet_server: EmbeddedPostgres) -> None:
     env = {"INGESTD_HOME": str(fleet_server.home), "INGESTD_DATABASE_URL": ""}
-    runner = CliRunner()
-    hidden = runner.invoke(cli, ["db", "url", "--host", "db.example"], env=env)
+    hidden = invoke(["db", "url", "--host", "db.example"], env)
     port = fleet_server.status().port
     assert hidden.exit_code == 0, hidden.output
     assert hidden.stdout.strip() == f"postgresql://postgres@db.example:{port}/ingestd"
     assert str(fleet_server.passfile) in hidden.stderr
-    shown = runner.invoke(cli, ["db", "url", "--host", "db.example", "--show-password"], env=env)
+    shown = invoke(["db", "url", "--host", "db.example", "--show-password"], env)
     assert fleet_server.password() in shown.stdout
-    local = runner.invoke(cli, ["db", "url", "--local"], env=env)
+    local = invoke(["db", "url", "--local"], env)
     assert local.stdout.strip() == fleet_server.status().url()
 
 
 def test_db_url_hides_an_external_password() -> None:
     env = {"INGESTD_DATABASE_URL": "postgresql://app:s3cret-pw@db.example/x"}
-    hidden = CliRunner().invoke(cli, ["db", "url"], env=env)
+    hidden = invoke(["db", "url"], env)
     assert hidden.stdout.strip() == "postgresql://app:***@db.example/x"
-    shown = CliRunner().invoke(cli, ["db", "url", "--show-password"], env=env)
+    shown = invoke(["db", "url", "--show-password"], env)
     assert shown.stdout.strip() == "postgresql://app:s3cret-pw@db.example/x"

@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from ingestd.cli import app as cli
 from ingestd.config import Settings
+from tests.cli_inprocess import invoke
 from tests.conftest import worker_env
 
 
 def run_cli(settings: Settings, *args: str) -> Result:
     env = worker_env(settings, INGESTD_LOG_LEVEL="WARNING")
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return invoke(list(args), env)
 
 
 def as_json(result: Result) -> Any:

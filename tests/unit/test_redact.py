@@ -7,7 +7,9 @@ import logging
 
 import pytest
 
+from ingestd.api.errors import error_body
 from ingestd.config import read_settings
+from ingestd.doctor import CheckResult
 from ingestd.errors import ConfigurationError
 from ingestd.redact import MASK, RedactingFilter, redact, redact_event, register_secret
 
@@ -86,3 +88,10 @@ def test_loaded_settings_register_their_secrets(monkeypatch: pytest.MonkeyPatch)
     settings = read_settings()
     assert "pw-for-db-only" not in repr(settings)
     assert redact("echo plainkey-without-a-known-shape pw-for-db-only") == f"echo {MASK} {MASK}"
+
+
+def test_doctor_details_and_api_errors_are_redacted() -> None:
+    check = CheckResult("database", "fail", "OperationalError: postgresql://u:pw-in-url@db/x")
+    assert check.detail == f"OperationalError: postgresql://u:{MASK}@db/x"
+    body = error_body("internal.error", "failed: host=db password=hunter22", "req-1")
+    assert body["error"]["message"] == f"failed: host=db password={MASK}"

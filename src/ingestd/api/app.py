@@ -29,7 +29,7 @@ from ingestd.db import Database
 from ingestd.service.events import EventNotifier
 
 # Load balancers give up after a few seconds: answer well before that.
-READY_TIMEOUT_SECONDS = 1.5
+READY_TIMEOUT_SECONDS = 1.0
 
 UPLOAD_PATH = "/v1/documents"
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingestd.errors import Conflict, IngestdError, NotFound, PermanentError, TransientError
+from ingestd.redact import redact
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +58,8 @@ def request_id_of(request: Request) -> str:
 
 
 def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "request_id": request_id}}
+    # Messages may quote a driver's or vendor's error: through the one redaction function.
+    return {"error": {"code": code, "message": redact(message), "request_id": request_id}}
 
 
 def error_response(

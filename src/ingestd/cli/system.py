@@ -71,12 +71,13 @@ def db_status(as_json: bool = JsonOpt) -> None:
         "pid": status.pid,
         "pgdata": str(status.pgdata),
         "url": status.url(),
+        "listen": status.listen,
     }
     if as_json:
         print_json(info)
         return
     for key, value in info.items():
-        console.print(f"{key:8} {value}")
+        console.print(f"{key:8} {'-' if value is None else value}", soft_wrap=True)
     if not status.running:
         raise typer.Exit(3)
 
