@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
 from ingestd import __version__
+from ingestd.api.dashboard import router as dashboard_router
 from ingestd.api.errors import install_error_handlers
 from ingestd.api.middleware import RequestContextMiddleware
 from ingestd.api.observability import router as observability_router
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(webhooks_router, tags=["webhooks"])
     app.include_router(observability_router)
+    app.include_router(dashboard_router, responses=ERROR_RESPONSES)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, Any]:

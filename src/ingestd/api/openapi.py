@@ -20,6 +20,8 @@ TAGS: list[dict[str, Any]] = [
     {"name": "search", "description": "Semantic search over the caller's chunks."},
     {"name": "health", "description": "Liveness and readiness."},
     {"name": "webhooks", "description": "Vendor callbacks (signed, not API-key authenticated)."},
+    {"name": "dashboard", "description": "What the dashboard page reads (admins only)."},
+    {"name": "alerts", "description": "The alert rules, evaluated now (admins only)."},
 ]
 
 
