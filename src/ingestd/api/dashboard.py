@@ -9,6 +9,7 @@ Bearer token instead. The page itself is static (``api/static/``): plain JS and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
@@ -60,31 +61,58 @@ async def require_dashboard_admin(request: Request) -> str:
 Admin = Annotated[str, Depends(require_dashboard_admin)]
 
 
+# The first alert evaluation waits this long (at most), out of the way of start-up and health
+# checks.
+FIRST_EVALUATION_SECONDS = 5.0
+STOP_GRACE_SECONDS = 5.0
+
+
 @asynccontextmanager
 async def _background(app: FastAPI) -> AsyncIterator[None]:
-    """Alert evaluation on a timer and the event watcher, for as long as the app serves."""
-    db: Database = app.state.db
-    app.state.event_watch = EventWatch(db.url)
-    tasks = [
-        asyncio.create_task(app.state.event_watch.run(), name="dashboard-watch"),
-        asyncio.create_task(_evaluate_alerts(app), name="alert-evaluation"),
+    """Alert evaluation on a timer, and (from the first dashboard stream on) the event watcher.
+
+    Stopped by an event rather than by cancellation alone: a cancellation that lands inside a
+    retried database call may be absorbed, and shutdown must not wait on it."""
+    stop = asyncio.Event()
+    app.state.background_stop = stop
+    app.state.background_tasks = [
+        asyncio.create_task(_evaluate_alerts(app, stop), name="alert-evaluation")
     ]
     try:
         yield
     finally:
+        stop.set()
+        tasks: list[asyncio.Task[None]] = app.state.background_tasks
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
 
 
-async def _evaluate_alerts(app: FastAPI) -> None:
-    settings = app.state.settings.observability
-    while True:
+async def _evaluate_alerts(app: FastAPI, stop: asyncio.Event) -> None:
+    settings = app.state.settings
+    pause = min(FIRST_EVALUATION_SECONDS, settings.observability.alert_interval_seconds)
+    while not await _stopped(stop, pause):
         try:
-            await evaluate(app.state.db, app.state.settings)
+            await evaluate(app.state.db, settings)
         except Exception as exc:  # the database away: try again next round
             log.warning("alerts.evaluation_failed", error=str(exc))
-        await asyncio.sleep(settings.alert_interval_seconds)
+        pause = settings.observability.alert_interval_seconds
+
+
+async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+def _event_watch(app: FastAPI) -> EventWatch:
+    """The process's one watcher, started by the first dashboard stream."""
+    watch: EventWatch | None = getattr(app.state, "event_watch", None)
+    if watch is None:
+        watch = EventWatch(app.state.db.url)
+        app.state.event_watch = watch
+        app.state.background_tasks.append(asyncio.create_task(watch.run(), name="dashboard-watch"))
+    return watch
 
 
 router = APIRouter(lifespan=_background)
@@ -198,7 +226,7 @@ async def choices(request: Request, _: Admin) -> dict[str, list[str]]:
 @router.get("/v1/dashboard/events", include_in_schema=False)
 async def events(request: Request, _: Admin) -> StreamingResponse:
     """Server-sent events: ``change`` (with the newest job event id) whenever jobs move."""
-    watch: EventWatch = request.app.state.event_watch
+    watch = _event_watch(request.app)
 
     async def stream() -> AsyncIterator[str]:
         seen = watch.latest
