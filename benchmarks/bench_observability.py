@@ -35,13 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.factories import write_corpus  # noqa: E402
 
+from ingestd.app import open_app  # noqa: E402
 from ingestd.config import HashEmbedderSettings, Settings  # noqa: E402
 from ingestd.db import Database  # noqa: E402
 from ingestd.db.database import migrate_database  # noqa: E402
 from ingestd.db.embedded import EmbeddedPostgres  # noqa: E402
 from ingestd.ingest import ingest_files  # noqa: E402
 from ingestd.mocks import free_port  # noqa: E402
-from ingestd.storage import LocalBlobStore  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "observability.md"
 SCREENSHOT = ROOT / "docs" / "benchmarks" / "observability-dashboard.png"
@@ -102,8 +102,8 @@ def new_database(server: EmbeddedPostgres, name: str) -> str:
 
 
 async def _ingest(settings: Settings, corpus: Path) -> None:
-    async with Database.from_settings(settings) as db:
-        await ingest_files(db, LocalBlobStore(settings.blob_dir), [corpus], owner="bench")
+    async with open_app(settings) as opened:  # the blob store the workers will read
+        await ingest_files(opened.db, opened.blobs, [corpus], owner="bench")
 
 
 def drain_rate(
