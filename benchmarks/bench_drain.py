@@ -78,6 +78,7 @@ class DrainResult:
     embed_requests: int = 0
     mean_request_fullness: float = 0.0
     full_request_share: float = 0.0
+    peak_rss_mb: float = 0.0  # the largest worker's peak resident set
 
 
 def make_corpus(shape: str, documents: int | None, into: Path) -> Path:
@@ -230,6 +231,7 @@ def run_drain(
     top: int = 0,
     embedder: str = "hash",
     latency_ms: float = 150.0,
+    profile_html: Path | None = None,
 ) -> DrainResult:
     """Ingest ``corpus`` into a fresh embedded PostgreSQL and drain it with ``workers``."""
     if embedder == "openai-mock":
@@ -258,17 +260,15 @@ def run_drain(
         env = worker_env(settings, extra_env)
         log_path = base / "workers.log"
         started = time.perf_counter()
+        command = [sys.executable, "-m", "ingestd", "worker", "--burst"]
+        if profile_html is not None:  # one profiled worker: pyinstrument around the same command
+            command[1:1] = ["-m", "pyinstrument", "-r", "html", "-o", str(profile_html)]
         with log_path.open("w") as log_file:
             procs = [
-                subprocess.Popen(
-                    [sys.executable, "-m", "ingestd", "worker", "--burst"],
-                    env=env,
-                    stderr=log_file,
-                    stdout=log_file,
-                )
+                subprocess.Popen(command, env=env, stderr=log_file, stdout=log_file)
                 for _ in range(workers)
             ]
-            codes = [p.wait() for p in procs]
+            codes, peak_rss_mb = wait_all(procs)
         wall = time.perf_counter() - started
         embed_requests, fullness, full_share = batching_summary(log_path)
         if codes != [0] * workers:
@@ -298,7 +298,19 @@ def run_drain(
         embed_requests=embed_requests,
         mean_request_fullness=fullness,
         full_request_share=full_share,
+        peak_rss_mb=round(peak_rss_mb, 1),
     )
+
+
+def wait_all(procs: list[subprocess.Popen[bytes]]) -> tuple[list[int], float]:
+    """Exit codes of ``procs`` and the largest peak RSS (MB) among them, from wait4."""
+    codes, peak = [], 0.0
+    for proc in procs:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(proc.returncode)
+        peak = max(peak, usage.ru_maxrss / 1024)  # Linux: kilobytes
+    return codes, peak
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 BENCHES: list[tuple[str, list[str], list[str]]] = [
     # (script, full arguments, --quick arguments)
+    ("bench_suite.py", ["--profile"], ["--quick", "--no-peer"]),
     (
         "bench_pipeline.py",
         ["--documents", "1000", "--repeat", "2"],
