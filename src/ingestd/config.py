@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import platformdirs
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestd.errors import ConfigurationError
@@ -365,6 +365,14 @@ class TrafficSettings(BaseModel):
     budget_recheck_seconds: float = Field(
         300.0, gt=0, description="Jobs parked on a budget look again this often."
     )
+
+    @field_validator("limits", mode="after")
+    @classmethod
+    def _keep_other_services(
+        cls, limits: dict[str, ServiceLimitSettings]
+    ) -> dict[str, ServiceLimitSettings]:
+        """Setting one service's limits leaves the other services' defaults in place."""
+        return {**_default_service_limits(), **limits}
 
 
 class ApiSettings(BaseModel):

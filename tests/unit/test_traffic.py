@@ -66,12 +66,18 @@ def test_gcra_never_lets_more_than_rate_times_time_plus_burst() -> None:
     [
         (None, None, None, None, None),
         (None, None, None, 2.0, (None, None, 0.0, 2.0)),  # only a 429's retry-after: pause
-        # 3000 per minute: 600 used, whole again in 12 s -> 50/s; 95 % of it, and of the burst.
-        (3000, 2400, 12.0, None, (47.5, 2850.0, 570.0, None)),
+        # 3000 per minute: 600 used (at least 599: remaining is rounded down), whole again in
+        # 12 s -> about 50/s; 95 % of it, and of the burst.
+        (3000, 2400, 12.0, None, (599 / 12 * 0.95, 2850.0, 570.0, None)),
         # Too little used to infer a rate from: keep the rate, learn the burst and the deficit.
         (3000, 2995, 0.1, None, (None, 2850.0, 4.75, None)),
         # A shortened window (the mock's window_seconds): the rate comes from reset, not 60 s.
-        (1000, 0, 2.0, 1.5, (475.0, 950.0, 950.0, 1.5)),
+        (1000, 0, 2.0, 1.5, (999 / 2 * 0.95, 950.0, 950.0, 1.5)),
+        # Small limits: one unit of rounding is a large share (2 used could be 1.01), and one
+        # used is too few to tell a rate from.
+        (6, 4, 0.34, None, (1 / 0.34 * 0.95, 5.7, 1.9, None)),
+        (6, 5, 0.2, None, (None, 5.7, 0.95, None)),
+        (6, 3, 0.67, None, (2 / 0.67 * 0.95, 5.7, 2.85, None)),
     ],
 )
 def test_header_correction(

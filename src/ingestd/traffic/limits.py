@@ -86,6 +86,8 @@ def correction(
     ``headroom`` (< 1) keeps ingestd a little under the vendor's limit: the burst is that share
     of ``limit``, the rate that share of the refill rate inferred from ``(limit - remaining) /
     reset`` (only when enough of the limit is in use for the figures to mean something).
+    ``remaining`` is a whole number rounded down, so the deficit it implies can be one unit too
+    large; the rate is inferred from one unit less — never above the vendor's.
     """
     if limit is None or limit <= 0:
         if retry_after is None:
@@ -96,8 +98,9 @@ def correction(
     if remaining is not None:
         used = max(0, limit - remaining)
         deficit = used * headroom
-        if reset is not None and reset > 0 and used >= max(1.0, limit * MIN_DEFICIT_SHARE):
-            rate = used / reset * headroom
+        surely_used = used - 1
+        if reset and reset > 0 and surely_used >= max(1.0, limit * MIN_DEFICIT_SHARE):
+            rate = surely_used / reset * headroom
     return Correction(rate, limit * headroom, deficit, retry_after)
 
 
