@@ -108,7 +108,9 @@ def build_chunker(settings: Settings, embedder: Embedder | None = None) -> Chunk
     )
 
 
-def build_remote(settings: Settings, http: httpx.AsyncClient) -> RemoteParseConfig | None:
+def build_remote(
+    settings: Settings, http: httpx.AsyncClient, traffic: Traffic | None = None
+) -> RemoteParseConfig | None:
     """LlamaParse, when the parser setting chooses it."""
     config = settings.parser
     if not isinstance(config, LlamaParseSettings):
@@ -127,6 +129,7 @@ def build_remote(settings: Settings, http: httpx.AsyncClient) -> RemoteParseConf
         base_url=config.base_url,
         api_version=config.api_version,
         timeout=config.timeout_seconds,
+        governor=traffic.governor if traffic is not None else None,
     )
     secret = config.webhook_secret.get_secret_value() if config.webhook_secret else None
     return RemoteParseConfig(
@@ -137,6 +140,7 @@ def build_remote(settings: Settings, http: httpx.AsyncClient) -> RemoteParseConf
         poll_after_seconds=config.poll_after_seconds,
         max_poll_seconds=config.max_poll_seconds,
         price_per_credit_usd=config.price_per_credit_usd,
+        budgets=traffic.budgets if traffic is not None else None,
     )
 
 
@@ -215,7 +219,7 @@ def build_ports(
 
     embedder = build_embedder(settings, http, traffic)
     parse, parser_name = build_parse(settings, pool)
-    remote = build_remote(settings, http)
+    remote = build_remote(settings, http, traffic)
     return StagePorts(
         blobs=blobs,
         parse=parse,

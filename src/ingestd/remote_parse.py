@@ -31,6 +31,7 @@ from ingestd.faultpoints import FaultPoints
 from ingestd.jobs import ClaimedJob, JobStore, Outcome, advance
 from ingestd.ports import BlobStore, ParsedDocument
 from ingestd.states import State
+from ingestd.traffic.budgets import Budgets, Usage, record_usage
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +83,8 @@ class RemoteParseConfig:
     poll_after_seconds: float
     max_poll_seconds: float = 300.0
     price_per_credit_usd: float = 0.00125
+    # Page and cost caps: checked before a submit, charged when the result is fetched.
+    budgets: Budgets | None = None
 
 
 def remote_name(job: ClaimedJob) -> str:
@@ -126,6 +129,8 @@ class RemoteParseStage:
         return await self.db.transaction(work)
 
     async def _submit(self, job: ClaimedJob) -> Outcome:
+        if self.config.budgets is not None:  # about to spend at least one page
+            await self.config.budgets.check(PROVIDER, [job.owner], Usage(pages=1, requests=1))
         name = remote_name(job)
         remote_id = None
         if job.parse_metadata.get("remote_submit") == name:
@@ -175,6 +180,7 @@ class RemoteParseStage:
             "parse_credits": credits,
             "parse_cost_usd": round(credits * self.config.price_per_credit_usd, 6),
         }
+        await self._charge(job, usage)
         return advance(
             job,
             State.PARSED,
@@ -183,6 +189,16 @@ class RemoteParseStage:
             parse_metadata=doc.stored_metadata(),
             usage=usage,
         )
+
+
+    async def _charge(self, job: ClaimedJob, usage: dict[str, float]) -> None:
+        """The parse's pages and cost, into the usage ledger that budgets read."""
+        spent = Usage(pages=usage["parse_pages"], usd=usage["parse_cost_usd"], requests=1)
+
+        async def work(conn: Conn) -> None:
+            await record_usage(conn, PROVIDER, {job.owner: spent})
+
+        await self.db.transaction(work)
 
 
 def _wait(job: ClaimedJob, delay: float, *, remote_id: str, polls: int) -> Outcome:

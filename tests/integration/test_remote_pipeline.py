@@ -203,7 +203,7 @@ async def test_a_429_storm_is_waited_out_without_attempts(
     )
     async with pipeline(make_settings, vendors, worker={"embed_slice": 8}) as app:
         await ingest_docs(app, 6, paragraphs=12)
-        await wait_complete(app, 6)
+        await wait_complete(app, 6, timeout=60)  # about 30 requests at 2 a second
         retries = await app.db.fetch_all(
             "SELECT count(*) AS n FROM job_events WHERE kind IN ('retry', 'fail')"
         )

@@ -32,6 +32,8 @@ from ingestd.errors import (
     TransientError,
 )
 from ingestd.ports import ParsedDocument
+from ingestd.traffic.governor import Answer, Governor
+from ingestd.traffic.headers import parse_rate_limit_headers
 
 DEFAULT_BASE_URL = "https://api.cloud.llamaindex.ai"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -108,8 +110,12 @@ class LlamaParseClient:
         webhook_events: Sequence[str] | None = None,
         organization_id: str | None = None,
         project_id: str | None = None,
+        governor: Governor | None = None,
     ) -> None:
         self._http = http
+        # Every request goes through the traffic governor when given: the shared requests
+        # limit of LlamaParse, its circuit breaker, and a 429 pausing every worker.
+        self._governor = governor
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
         self.api_version: ApiVersion = api_version
@@ -227,6 +233,26 @@ class LlamaParseClient:
         files: Mapping[str, tuple[str, bytes]] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        async def send() -> Answer[dict[str, Any]]:
+            return await self._send(method, path, params=params, files=files, data=data)
+
+        if self._governor is not None:
+            return await self._governor.call(self.name, self.name, {"requests": 1}, send)
+        answer = await send()
+        if answer.error is not None:
+            raise answer.error
+        return answer.value or {}
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        files: Mapping[str, tuple[str, bytes]] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Answer[dict[str, Any]]:
+        """One HTTP request: its JSON body or its classified error, with rate-limit headers."""
         query = httpx.QueryParams([*params, *self._scope.items()])
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         try:
@@ -240,16 +266,24 @@ class LlamaParseClient:
                 timeout=self._timeout,
             )
         except httpx.TimeoutException as exc:
-            raise TransientError(
+            error: IngestdError = TransientError(
                 "parse.remote_unavailable", f"LlamaParse timed out: {method} {path}"
-            ) from exc
+            )
+            error.__cause__ = exc
+            return Answer(error=error)
         except httpx.TransportError as exc:
-            raise TransientError(
+            error = TransientError(
                 "parse.remote_unavailable", f"LlamaParse unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
+            )
+            error.__cause__ = exc
+            return Answer(error=error)
+        limits = parse_rate_limit_headers(response.headers)
         if not response.is_success:
-            raise classify_http_error(response)
-        return _json_object(response)
+            return Answer(error=classify_http_error(response), limits=limits)
+        try:
+            return Answer(value=_json_object(response), limits=limits)
+        except IngestdError as exc:
+            return Answer(error=exc, limits=limits)
 
     def _webhook_configurations(self, url: str | None, secret: str | None) -> list[dict[str, Any]]:
         if not url:
