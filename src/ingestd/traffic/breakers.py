@@ -111,6 +111,16 @@ def record(
     return b, None
 
 
+def count_successes(b: Breaker, now: datetime, policy: BreakerSettings, n: int) -> Breaker:
+    """A closed breaker after ``n`` more successful calls (counted in a batch, pure)."""
+    if b.state != CLOSED or n <= 0:
+        return b
+    window = timedelta(seconds=policy.window_seconds)
+    if b.window_started_at is None or now - b.window_started_at >= window:
+        b = replace(b, window_started_at=now, calls=0, failures=0)
+    return replace(b, calls=b.calls + n)
+
+
 def _open(b: Breaker, now: datetime, policy: BreakerSettings) -> Breaker:
     half_open_at = now + timedelta(seconds=policy.open_seconds)
     return replace(
@@ -147,12 +157,17 @@ class SharedBreakers:
 
         return await self.db.transaction(work, deadline=30)
 
-    async def record(self, service: str, caller: str, failed: bool) -> str:
-        """Count a call's result; returns the breaker's state after it."""
+    async def record(
+        self, service: str, caller: str | None, failed: bool, successes: int = 0
+    ) -> str:
+        """Count ``successes`` earlier successful calls, then ``caller``'s call (if any);
+        returns the breaker's state after them."""
 
         async def work(conn: Conn) -> str:
             b, now = await self._lock(conn, service)
-            after, transition = record(b, now, self.policy, caller, failed)
+            after, transition = count_successes(b, now, self.policy, successes), None
+            if caller is not None:
+                after, transition = record(after, now, self.policy, caller, failed)
             await self._write(conn, b, after, transition)
             return after.state
 

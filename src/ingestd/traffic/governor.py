@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 UNITS = ("requests", "tokens", "pages")
+# On the happy path a process writes its successes and header corrections at most this often
+# (failures, probes and 429 pauses at once): the shared rows stay cool under heavy traffic.
+FLUSH_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class Governor:
         self.breakers = breakers
         self.worker_id = worker_id
         self._calls = itertools.count()
+        self._successes: dict[str, int] = {}
+        self._corrections: dict[str, Correction] = {}
+        self._flushed: dict[str, float] = {}
 
     async def call(
         self,
@@ -126,11 +132,11 @@ class Governor:
         caller = f"{self.worker_id}:{next(self._calls)}"
         give_up = time.monotonic() + self.settings.max_wait_seconds
         while True:
-            await self._admit(service, caller)
+            probe = await self._admit(service, caller)
             await self._reserve(named, give_up)
             answer = await send()
             limited = isinstance(answer.error, RateLimitedError)
-            await self._observe(service, scope, caller, answer, limited)
+            await self._observe(service, scope, caller, answer, limited, probe)
             if answer.error is None:
                 return answer.value  # type: ignore[return-value]
             if not limited:
@@ -138,12 +144,14 @@ class Governor:
             if time.monotonic() >= give_up:
                 raise self._limited(scope, answer.error) from answer.error
 
-    async def _admit(self, service: str, caller: str) -> None:
+    async def _admit(self, service: str, caller: str) -> bool:
+        """Raise while the breaker is open; whether this call is the half-open probe."""
         if self.breakers is None:
-            return
+            return False
         admission = await self.breakers.admit(service, caller)
         if admission.kind == "wait":
             raise breaker_open(service, admission.delay)
+        return admission.kind == "probe"
 
     async def _reserve(self, costs: Mapping[str, float], give_up: float) -> None:
         if not costs:
@@ -162,24 +170,53 @@ class Governor:
             await asyncio.sleep(grant.wait)
 
     async def _observe(
-        self, service: str, scope: str, caller: str, answer: Answer[T], limited: bool
+        self,
+        service: str,
+        scope: str,
+        caller: str,
+        answer: Answer[T],
+        limited: bool,
+        probe: bool,
     ) -> None:
-        corrections: dict[str, Correction] = {}
-        if self.settings.adapt_to_headers or limited:
-            corrections = header_corrections(scope, answer.limits, self.settings.headroom, limited)
-            if not self.settings.adapt_to_headers:  # keep only the 429's pause
-                corrections = {
-                    n: Correction(None, None, 0.0, c.pause) for n, c in corrections.items()
-                }
-        await self.limiter.correct(corrections)
+        await self._correct(scope, answer, limited)
         if self.breakers is None or limited:
             return
         failed = is_service_failure(answer.error)
-        state = await self.breakers.record(service, caller, failed)
+        if not failed and not probe:
+            self._successes[service] = self._successes.get(service, 0) + 1
+            if not self._due(f"breaker:{service}"):
+                return
+            await self.breakers.record(service, None, False, self._take_successes(service))
+            return
+        successes = self._take_successes(service)
+        state = await self.breakers.record(service, caller, failed, successes)
         if failed and state == OPEN and answer.error is not None:
             log.warning("breaker.open", service=service, error=answer.error.to_json())
             delay = self.settings.breaker.open_seconds
             raise breaker_open(service, delay) from answer.error
+
+    async def _correct(self, scope: str, answer: Answer[T], limited: bool) -> None:
+        """Correct the limits from the answer's headers: at once after a 429, else at most
+        every ``FLUSH_SECONDS`` with the latest headers (they supersede earlier ones)."""
+        if not (self.settings.adapt_to_headers or limited):
+            return
+        found = header_corrections(scope, answer.limits, self.settings.headroom, limited)
+        if not self.settings.adapt_to_headers:  # keep only the 429's pause
+            found = {n: Correction(None, None, 0.0, c.pause) for n, c in found.items()}
+        self._corrections.update(found)
+        if self._corrections and (limited or self._due(f"limits:{scope}")):
+            corrections, self._corrections = self._corrections, {}
+            await self.limiter.correct(corrections)
+
+    def _due(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._flushed.get(key, 0.0) < FLUSH_SECONDS:
+            return False
+        self._flushed[key] = now
+        return True
+
+    def _take_successes(self, service: str) -> int:
+        return self._successes.pop(service, 0)
 
     def _limited(self, scope: str, error: IngestdError) -> Throttled:
         retry_after = error.details.get("retry_after") or self.settings.max_wait_seconds

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
@@ -120,7 +120,9 @@ class SharedLimiter:
         self._ensured: set[str] = set()
 
     async def ensure(self, limits: Sequence[Limit]) -> None:
-        missing = [limit for limit in limits if limit.name not in self._ensured]
+        missing = sorted(
+            (limit for limit in limits if limit.name not in self._ensured), key=lambda x: x.name
+        )
         if not missing:
             return
         await self.db.execute(
@@ -139,21 +141,29 @@ class SharedLimiter:
         async def work(conn: Conn) -> Grant:
             cur = await conn.execute(QUERIES["acquire_limits"], params)
             row = await cur.fetchone()
-            if row is None:
+            if row is None or row[1] is None:  # no such limit (any more): nothing to wait for
                 return Grant(0.0, True)
-            return Grant(float(row[0]), bool(row[2]) or not costs, row[1])
+            return Grant(float(row[0]), bool(row[2]), row[1])
 
         return await self.db.transaction(work, deadline=30)
 
     async def correct(self, corrections: Mapping[str, Correction]) -> None:
-        if corrections:
-            await self.db.execute(QUERIES["adapt_limits"], correction_params(corrections))
+        if not corrections:
+            return
+        params = correction_params(corrections)
+
+        async def work(conn: Conn) -> None:
+            await conn.execute(QUERIES["lock_limits"], {"names": params["names"]})
+            await conn.execute(QUERIES["adapt_limits"], params)
+
+        await self.db.transaction(work, deadline=30)
 
 
-def correction_params(corrections: Mapping[str, Correction]) -> dict[str, list[object]]:
-    values = list(corrections.values())
+def correction_params(corrections: Mapping[str, Correction]) -> dict[str, list[Any]]:
+    names = sorted(corrections)
+    values = [corrections[name] for name in names]
     return {
-        "names": list(corrections),
+        "names": names,
         "rates": [c.rate for c in values],
         "bursts": [c.burst for c in values],
         "deficits": [c.deficit for c in values],

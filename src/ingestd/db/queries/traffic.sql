@@ -38,6 +38,10 @@ want AS (
 )
 SELECT v.wait, v.slowest, (SELECT count(*) FROM reserved) > 0 AS reserved FROM verdict v
 
+-- name: lock_limits
+-- Every statement that changes several limits locks them in name order first: no deadlocks.
+SELECT name FROM rate_limits WHERE name = ANY(%(names)s) ORDER BY name FOR UPDATE
+
 -- name: adapt_limits
 -- After an answer: the vendor's view of each limit (rate, burst, how far behind its bucket
 -- is, a pause after a 429) corrects the shared row. The bucket is only ever made emptier.
