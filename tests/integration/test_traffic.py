@@ -85,7 +85,7 @@ async def test_two_limiters_share_one_limit(settings: Settings) -> None:
         slow = Limit("svc:m:tokens", rate=1.0, burst=10.0)
         await limiters[0].ensure([slow])
         both = {limit.name: 1.0, slow.name: 10.0}
-        first = await limiters[0].acquire(both, max_wait=0.5)
+        first = await limiters[0].acquire(both, max_wait=5.0)
         refused = await limiters[1].acquire(both, max_wait=0.5)
         slow_row = await db_a.fetch_all("SELECT tat FROM rate_limits ORDER BY name")
     # The n-th request goes no earlier than GCRA allows (one unit of slack for the clocks).
