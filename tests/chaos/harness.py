@@ -639,8 +639,8 @@ def check_invariants(
     report.recorded = check_usage(
         chaos_url, report.openai, report.llamaparse, mock_jobs, exact_tokens=False
     )
-    clean_tokens = recorded_usage(clean_url)["ledger_tokens"]
-    assert report.recorded["ledger_tokens"] >= clean_tokens, "embedding usage went unrecorded"
+    # Not "ledger >= the clean run's": the clean run may itself embed a slice twice (a lease
+    # lost on a loaded machine), so its ledger is no lower bound (seen at 16,808 vs more).
     check_breaker(chaos_url)
 
 
@@ -715,7 +715,7 @@ def check_usage(
     transaction that stores their vectors, and onto the job when its stage ends; without
     SIGKILLs both equal what OpenAI served. A worker killed after OpenAI answered but before it
     committed leaves a request served and never recorded (a vendor bills it too), so under chaos
-    recorded <= served (and the ledger holds at least the clean run's tokens: checked above)."""
+    recorded <= served."""
     recorded = recorded_usage(url)
     orphans = [j for j in mock_jobs.values() if j.id not in _remote_ids(url)]
     recorded["orphan_uploads"] = check_remote_jobs(url, mock_jobs)
