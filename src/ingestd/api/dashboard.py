@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from ingestd.api.auth import require_principal
 from ingestd.api.errors import ApiError
+from ingestd.api.openapi import error_answer
 from ingestd.db import QUERIES, Database
 from ingestd.observability import dashboard
 from ingestd.observability.alerts import evaluate
@@ -115,7 +116,13 @@ def _event_watch(app: FastAPI) -> EventWatch:
     return watch
 
 
-router = APIRouter(lifespan=_background)
+router = APIRouter(
+    lifespan=_background,
+    responses={
+        403: error_answer("The key is valid but not an admin key."),
+        404: error_answer("No such job."),
+    },
+)
 
 
 @router.get("/", include_in_schema=False)
