@@ -50,6 +50,8 @@ docs: setup
 	$(PY) scripts/gen_config_docs.py
 	$(VENV)/bin/typer ingestd.cli utils docs --name ingestd --title "CLI reference" \
 		--output docs/reference/cli.md
+	$(PY) scripts/gen_http_docs.py
+	$(PY) scripts/gen_observability_docs.py
 
 clean:
 	rm -rf $(VENV) .ingestd-home .coverage .coverage.* build src/*.egg-info
