@@ -112,3 +112,28 @@ def test_db_commands_manage_the_embedded_server(tmp_path: Path, pg_base: Path) -
         assert stopped.returncode == 3
     finally:
         EmbeddedPostgres(home / "pgdata").stop(mode="immediate")
+
+
+def test_run_with_worker_processes_on_the_embedded_database(pg_base: Path, tmp_path: Path) -> None:
+    """`make demo`'s path: no URL configured, so uploads go to the home's blob folder, and the
+    worker processes (handed the embedded server's URL) must read them from there."""
+    home = pg_base / "run-processes-home"
+    settings = Settings(home=home)
+    write_corpus(tmp_path / "docs", 4)
+    try:
+        done = ingestd(
+            settings,
+            "run",
+            str(tmp_path / "docs"),
+            "--processes",
+            "2",
+            INGESTD_DATABASE_URL="",
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        summary = ingestd(settings, "status", "--json", INGESTD_DATABASE_URL="")
+        result = as_json(summary)
+        assert {k: n for k, n in result["counts"].items() if n} == {"complete": 4}, summary.stdout
+        assert result["chunks"] > 0
+    finally:
+        EmbeddedPostgres(home / "pgdata").stop(mode="immediate")

@@ -32,6 +32,7 @@ from ingestd.cli.common import (
     scoped_owner,
     with_app,
 )
+from ingestd.blobs import blob_backend
 from ingestd.db import QUERIES, Database
 from ingestd.db.conninfo import passwordless_env
 from ingestd.folders import Skipped
@@ -244,7 +245,13 @@ async def _drive(opened: App, job_ids: set[uuid.UUID], processes: int) -> dict[s
         finally:
             work.request_stop()
             await task
-    environ = {**os.environ, "INGESTD_LOG_LEVEL": os.environ.get("INGESTD_LOG_LEVEL", "WARNING")}
+    environ = {
+        **os.environ,
+        "INGESTD_LOG_LEVEL": os.environ.get("INGESTD_LOG_LEVEL", "WARNING"),
+        # The children are handed a database URL, which would turn `auto` into `postgres`:
+        # they must read the uploads from the store this process wrote them to.
+        "INGESTD_BLOBS__BACKEND": blob_backend(opened.settings),
+    }
     with passwordless_env(opened.db.url, opened.settings.home, environ) as env:
         children = [
             subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=env)
