@@ -28,9 +28,12 @@ demo: setup
 		--processes 2 --owner demo-$$(date +%s) --query "how much money did we make this quarter"
 	INGESTD_HOME=$(DEMO_HOME) $(VENV)/bin/ingestd db stop
 
+# Three test processes on two cores: most of the suite waits on worker processes, servers and
+# the database, not on the CPU (TEST_JOBS=0 runs it in one process).
+TEST_JOBS ?= 3
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider --cov=ingestd --cov-report=term:skip-covered \
-		--durations=10
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --cov=ingestd \
+		--cov-report=term:skip-covered --durations=10
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts benchmarks

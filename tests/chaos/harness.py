@@ -64,7 +64,7 @@ SQUEEZED = {
     "openai": {"tokens_per_minute": 50},
     "llamaparse": {"requests_per_minute": 1, "window_seconds": 3.0},
 }
-SQUEEZE_429S = 3
+SQUEEZE_429S = 1  # ingestd pauses the limit fleet-wide after one 429
 
 
 @dataclass(frozen=True)
