@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ingestd import reports
 from ingestd.app import App
+from ingestd.blobs import blob_backend
 from ingestd.cli.common import (
     AllOwnersOpt,
     JsonOpt,
@@ -32,7 +33,6 @@ from ingestd.cli.common import (
     scoped_owner,
     with_app,
 )
-from ingestd.blobs import blob_backend
 from ingestd.db import QUERIES, Database
 from ingestd.db.conninfo import passwordless_env
 from ingestd.folders import Skipped
