@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,26 @@ def test_ingest_wait_exits_nonzero_when_a_document_fails(
         assert worker.wait(timeout=30) == 0
     assert done.returncode == 1
     assert "2/2" in done.stderr
+
+
+def test_ingest_exits_3_when_entries_were_skipped_and_still_queues_the_rest(
+    settings: Settings, tmp_path: Path
+) -> None:
+    root = tmp_path / "in"
+    write_corpus(root, 2)
+    os.mkfifo(root / "pipe")
+    (root / "link.md").symlink_to(tmp_path / "outside.md")
+    done = ingestd(settings, "ingest", str(root), "--json", check=False)
+    assert done.returncode == 3, done.stderr
+    entries = as_json(done)
+    assert sorted(e["status"] for e in entries) == ["queued", "queued", "skipped", "skipped"]
+    queued = as_json(ingestd(settings, "jobs", "list", "--json"))
+    assert sorted(j["filename"] for j in queued) == ["doc-00000.md", "doc-00001.md"]
+
+    (root / "pipe").unlink()
+    (root / "link.md").unlink()
+    clean = ingestd(settings, "ingest", str(root), check=False)
+    assert clean.returncode == 0, clean.stderr  # nothing skipped: a clean run
 
 
 def test_db_commands_manage_the_embedded_server(tmp_path: Path, pg_base: Path) -> None:

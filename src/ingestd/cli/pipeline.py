@@ -56,6 +56,10 @@ def init() -> None:
     run_command(with_app(settings, body))
 
 
+# `ingest` leaves out entries it cannot take (links out of the roots, FIFOs, unreadable files):
+# a script must be able to tell that from a clean run, and from an error (2).
+EXIT_SKIPPED = 3
+
 FollowSymlinksOpt = typer.Option(
     False,
     "--follow-symlinks",
@@ -74,7 +78,12 @@ def ingest(
     ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Upload documents and queue their jobs (workers do the processing)."""
+    """Upload documents and queue their jobs (workers do the processing).
+
+    Exit status: 0 when every file was queued (or already known); 3 when some entries were
+    skipped (each is listed with its reason) and every other file was queued; 1 with --wait
+    when a job failed (this wins over 3); 2 on an error.
+    """
     settings = load_settings(owner=owner)
 
     async def body(opened: App) -> int:
@@ -84,10 +93,11 @@ def ingest(
             print_json(queued + [_skipped_json(s) for s in report.skipped])
         else:
             _print_report(report)
+        skipped = EXIT_SKIPPED if report.skipped else 0
         if not wait:
-            return 0
+            return skipped
         counts = await _watch(report.job_ids, opened.db)
-        return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
+        return 1 if any(counts.get(s.value) for s in FAILED_STATES) else skipped
 
     raise typer.Exit(run_command(with_app(settings, body)))
 
