@@ -49,6 +49,14 @@ class ReceivedUpload:
         for received in self.files:
             received.path.unlink(missing_ok=True)
 
+    def fingerprint(self) -> str:
+        """What makes two uploads the same request: every file's name as sent, size and
+        content digest, in order, and the metadata (key order aside)."""
+        files = [[f.raw_filename, f.size, f.sha256] for f in self.files]
+        request = {"files": files, "metadata": self.metadata}
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
+
 
 def clean_filename(raw: str) -> str:
     """A display name: the last path component, control characters and bidi overrides

@@ -66,8 +66,9 @@ async def test_upload_read_list_duplicate_and_idempotency(
     assert again.json()["documents"][0]["duplicate"] is True
 
     headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
-    one = await upload(client, key, [("c.md", md("gamma"))], headers={**headers})
-    two = await upload(client, key, [("d.md", md("delta"))], headers={**headers})
+    gamma = md("gamma")
+    one = await upload(client, key, [("c.md", gamma)], headers={**headers})
+    two = await upload(client, key, [("c.md", gamma)], headers={**headers})
     assert one.status_code == two.status_code == 201 and one.json() == two.json()
 
     listed = (await client.get("/v1/documents", params={"limit": 2}, headers=bearer(key))).json()
@@ -81,6 +82,43 @@ async def test_upload_read_list_duplicate_and_idempotency(
         "/v1/documents", params={"media_type": "application/pdf"}, headers=bearer(key)
     )
     assert only_md.json()["documents"] == []
+
+
+async def test_an_idempotency_key_reused_for_another_request_is_refused(
+    client: httpx.AsyncClient, make_key: KeyFactory, owner: str
+) -> None:
+    key = await make_key(owner)
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    data = md("first request")
+    meta = {"metadata": '{"team": "finance", "year": 2026}'}
+    first = await upload(client, key, [("a.md", data)], headers=headers, data=meta)
+    assert first.status_code == 201, first.text
+
+    same = await upload(
+        client,  # the same request; the metadata's keys in another order are the same object
+        key,
+        [("a.md", data)],
+        headers=headers,
+        data={"metadata": '{"year": 2026, "team": "finance"}'},
+    )
+    assert (same.status_code, same.json()) == (201, first.json())
+
+    others: list[tuple[list[tuple[str, bytes]], dict[str, str]]] = [
+        ([("a.md", md("other content"))], meta),  # other bytes
+        ([("b.md", data)], meta),  # another name
+        ([("a.md", data)], {"metadata": '{"team": "legal", "year": 2026}'}),  # other metadata
+        ([("a.md", data)], {}),  # no metadata
+        ([("a.md", data), ("a.md", data)], meta),  # one more file
+    ]
+    for files, form in others:
+        answer = await upload(client, key, files, headers=headers, data=form)
+        assert_error(answer, 422, "idempotency.mismatch")
+    listed = (await client.get("/v1/documents", headers=bearer(key))).json()["documents"]
+    assert [d["filename"] for d in listed] == ["a.md"]  # the refused requests stored nothing
+
+    other_owner = await make_key(f"{owner}-b")  # keys are per owner: no clash with another one's
+    theirs = await upload(client, other_owner, [("z.md", md("theirs"))], headers=headers)
+    assert theirs.status_code == 201
 
 
 async def test_search_chunks_and_delete_after_processing(

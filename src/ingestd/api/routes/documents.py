@@ -20,7 +20,7 @@ from ingestd.ingest import NewDocument, record_documents
 from ingestd.parsers.detect import SUPPORTED_MEDIA_TYPES, detect_file_media_type
 from ingestd.ports import BlobStore
 from ingestd.service import documents
-from ingestd.service.uploads import idempotent_answer, remember_answer
+from ingestd.service.uploads import StoredAnswer, idempotent_answer, remember_answer
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
@@ -54,6 +54,10 @@ UPLOAD_RESPONSES: Responses = {
     403: error_answer("A non-admin key asked to upload for another owner."),
     413: error_answer("A file, the metadata, the number of parts or the body is too large."),
     415: error_answer("Not multipart/form-data, or a file of an unsupported type."),
+    422: error_answer(
+        "Not a valid upload (empty file, malformed multipart or metadata), or an "
+        "`Idempotency-Key` first used for a different request (`idempotency.mismatch`)."
+    ),
 }
 
 
@@ -79,7 +83,9 @@ async def upload_documents(
         str | None,
         Header(
             max_length=200,
-            description="The same key sent again answers the first answer, changing nothing.",
+            description="The same key with the same request (files, names, metadata) answers "
+            "the first answer, changing nothing; with another request, 422 "
+            "`idempotency.mismatch`.",
         ),
     ] = None,
 ) -> Response:
@@ -87,21 +93,41 @@ async def upload_documents(
     The type is judged from the content. Identical content the owner already has answers the
     existing document (`duplicate`); the answer is 201 if anything new was queued, else 200."""
     target = principal.owner_for_upload(owner)
-    db = db_of(request)
-    if idempotency_key:
-        stored = await idempotent_answer(db, target, idempotency_key)
-        if stored is not None:
-            return JSONResponse(stored[1], status_code=stored[0])
     settings: Settings = request.app.state.settings
     received = await receive_upload(
         request.headers.get("content-type"), request.stream(), settings.api, settings.home / "tmp"
     )
     try:
-        rows = await _store(received, _blobs(request))
+        answer = (
+            await _answer_once(request, received, target, idempotency_key)
+            if idempotency_key
+            else await _record(request, received, target)
+        )
     finally:
         received.cleanup()
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
+async def _answer_once(
+    request: Request, received: ReceivedUpload, owner: str, key: str
+) -> StoredAnswer:
+    """The answer kept for ``key`` if it was used with this same request; else record the
+    upload and keep its answer. The body is read first: it is what the key is compared on."""
+    db = db_of(request)
+    fingerprint = received.fingerprint()
+    stored = await idempotent_answer(db, owner, key, fingerprint)
+    if stored is not None:
+        return stored
+    answer = await _record(request, received, owner)
+    return await remember_answer(db, owner, key, fingerprint, answer)
+
+
+async def _record(request: Request, received: ReceivedUpload, owner: str) -> StoredAnswer:
+    """Store the files and queue their jobs: 201 if anything new was queued, else 200."""
+    settings: Settings = request.app.state.settings
+    rows = await _store(received, _blobs(request))
     results = await record_documents(
-        db, rows, owner=target, max_attempts=settings.worker.max_attempts
+        db_of(request), rows, owner=owner, max_attempts=settings.worker.max_attempts
     )
     body = {
         "documents": [
@@ -114,10 +140,7 @@ async def upload_documents(
             for r in results
         ]
     }
-    status = 200 if all(r.duplicate for r in results) else 201
-    if idempotency_key:
-        await remember_answer(db, target, idempotency_key, status, body)
-    return JSONResponse(body, status_code=status)
+    return StoredAnswer(200 if all(r.duplicate for r in results) else 201, body)
 
 
 async def _store(received: ReceivedUpload, blobs: BlobStore) -> list[NewDocument]:

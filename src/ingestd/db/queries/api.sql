@@ -23,12 +23,15 @@ ORDER BY created_at, id
 UPDATE api_keys SET revoked_at = now() WHERE id = %(id)s AND revoked_at IS NULL
 
 -- name: get_idempotent_response
-SELECT status, response FROM idempotency_keys WHERE owner = %(owner)s AND key = %(key)s
+SELECT status, response, request_sha256 FROM idempotency_keys
+WHERE owner = %(owner)s AND key = %(key)s
 
 -- name: put_idempotent_response
-INSERT INTO idempotency_keys (owner, key, status, response)
-VALUES (%(owner)s, %(key)s, %(status)s, %(response)s)
+-- Nothing when a concurrent request with the same key answered first: the caller reads its row.
+INSERT INTO idempotency_keys (owner, key, status, response, request_sha256)
+VALUES (%(owner)s, %(key)s, %(status)s, %(response)s, %(request_sha256)s)
 ON CONFLICT (owner, key) DO NOTHING
+RETURNING key
 
 -- name: find_jobs
 SELECT j.id, j.document_id, j.owner, d.filename, j.state, j.last_error, j.usage, j.attempt,
