@@ -170,6 +170,14 @@ class LlamaParseSettings(BaseModel):
         description="How far a webhook's signed timestamp may be from this server's clock; "
         "older (or later) events are refused with 401 webhook.stale.",
     )
+    webhook_pending_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=25,
+        description="While one of our submits has not yet stored its remote job id, how long a "
+        "webhook for an id we do not know waits for that id to be stored before it is answered "
+        "503 webhook.not_ready (the vendor retries; nothing is stored for an unknown id).",
+    )
     # Poll this long after submitting if no webhook came; later polls back off to the cap.
     poll_after_seconds: float = Field(30.0, gt=0)
     max_poll_seconds: float = Field(300.0, gt=0)

@@ -36,6 +36,8 @@ from ingestd.traffic.budgets import Budgets, Usage, record_usage
 log = structlog.get_logger(__name__)
 
 PROVIDER = "llamaparse"
+# A webhook that beat its submit's stored id looks for the id again after this, then backs off.
+PENDING_POLL_SECONDS = 0.05
 
 
 class RemoteStatus(Protocol):
@@ -231,15 +233,49 @@ async def wake_announced(db: Database, job_ids: list[uuid.UUID]) -> int:
     return await db.transaction(work)
 
 
-async def receive_webhook(
-    db: Database, *, event_id: str, event_type: str, remote_job_id: str, terminal: bool
-) -> str:
-    """Record a verified webhook; wake the job if its remote parse ended.
+async def webhook_job_status(db: Database, remote_job_id: str, wait_seconds: float) -> str:
+    """``known`` once a job of ours has ``remote_job_id``; ``unknown`` if none has and no submit
+    is in flight; ``pending`` if a submit is still in flight after ``wait_seconds``.
 
-    Returns ``unknown_job`` (no job of ours has that remote id, and no submit is in flight
-    whose id could be it: nothing stored), ``duplicate`` (seen before: nothing done), ``woken``,
-    ``noted`` (a non-final event) or ``not_waiting`` (no job in ``parse_queued`` has that id).
+    The vendor may announce a job before the worker that submitted it has stored its id (the id
+    is known only from the submit's answer). Rather than keep a receipt for an id that may not be
+    ours, the webhook waits here for the id to be stored, and is answered 503 (retried by the
+    vendor, 1 s / 2 s later) if it still is not: nothing is stored for an unknown id.
     """
+    deadline = time.monotonic() + wait_seconds
+    delay = PENDING_POLL_SECONDS
+    while True:
+        rows = await db.fetch_all(QUERIES["webhook_job_known"], {"remote_job_id": remote_job_id})
+        known, submitting = rows[0]["known"], rows[0]["submitting"]
+        if known:
+            return "known"
+        if not submitting:
+            return "unknown"
+        if time.monotonic() >= deadline:
+            return "pending"
+        await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0.0)))
+        delay = min(delay * 2, 0.5)
+
+
+async def receive_webhook(
+    db: Database,
+    *,
+    event_id: str,
+    event_type: str,
+    remote_job_id: str,
+    terminal: bool,
+    pending_wait_seconds: float = 5.0,
+) -> str:
+    """Record a verified webhook for a job of ours; wake the job if its remote parse ended.
+
+    Returns ``unknown_job`` (no job of ours has that remote id: nothing stored), ``not_ready``
+    (a submit still in flight may be that job: nothing stored, the vendor retries),
+    ``duplicate`` (seen before: nothing done), ``woken``, ``noted`` (a non-final event) or
+    ``not_waiting`` (no job in ``parse_queued`` has that id).
+    """
+    found = await webhook_job_status(db, remote_job_id, pending_wait_seconds)
+    if found != "known":
+        return "not_ready" if found == "pending" else "unknown_job"
     params = {
         "provider": PROVIDER,
         "event_id": event_id,
@@ -249,10 +285,6 @@ async def receive_webhook(
     }
 
     async def work(conn: Conn) -> str:
-        cur = await conn.execute(QUERIES["webhook_job_known"], params)
-        known, submitting = await cur.fetchone() or (False, False)
-        if not (known or submitting):
-            return "unknown_job"
         cur = await conn.execute(QUERIES["insert_webhook_receipt"], params)
         if await cur.fetchone() is None:
             return "duplicate"

@@ -1,8 +1,10 @@
 """The LlamaParse webhook route over real HTTP (issue 7, finding 6): body cap before any work,
-signed timestamps, unknown jobs stored nowhere, one error shape with stable codes."""
+signed timestamps, unknown jobs stored nowhere (also while a submit is in flight), one error
+shape with stable codes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -15,17 +17,22 @@ import pytest
 from ingestd.api.app import create_app as create_api
 from ingestd.app import App, open_app
 from ingestd.config import LlamaParseSettings, Settings
+from ingestd.ingest import Upload, ingest_uploads
 from ingestd.mocks import BackgroundServer
 from ingestd.webhooks import SIGNATURE_HEADER, sign_llamaparse
 
 SECRET = "whsec-intake-test"
 CAP = 4096
+PENDING_WAIT = 2.0
 
 
 @pytest.fixture
 async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[App]:
     parser = LlamaParseSettings(
-        api_key="llx-test", webhook_secret=SECRET, webhook_max_body_bytes=CAP
+        api_key="llx-test",
+        webhook_secret=SECRET,
+        webhook_max_body_bytes=CAP,
+        webhook_pending_wait_seconds=PENDING_WAIT,
     )
     async with open_app(make_settings(parser=parser)) as opened:
         yield opened
@@ -93,3 +100,49 @@ def test_malformed_json_gets_a_code_and_no_parser_text(hook: str) -> None:
     response = post(hook, broken, signed=broken)
     assert (response.status_code, error_of(response)) == (400, "webhook.invalid_body")
     assert "Expecting" not in response.text and "char" not in response.text
+
+
+async def submitting_job(app: App) -> uuid.UUID:
+    """A job whose worker has begun its LlamaParse submit but not stored the remote id yet."""
+    [result] = await ingest_uploads(
+        app.db, app.blobs, [Upload("a.md", b"# A\n\nText.\n")], owner="o"
+    )
+    await app.db.execute(
+        "UPDATE jobs SET state = 'parse_queued',"
+        ' parse_metadata = parse_metadata || \'{"remote_submit": "x"}\' WHERE id = %s',
+        (result.job_id,),
+    )
+    assert result.job_id is not None
+    return result.job_id
+
+
+async def test_an_unknown_job_while_a_submit_is_in_flight_is_503_and_stores_nothing(
+    app: App, hook: str
+) -> None:
+    await submitting_job(app)
+    unknown = body(job="not-ours-either")
+    response = await asyncio.to_thread(post, hook, unknown, unknown)
+    assert (response.status_code, error_of(response)) == (503, "webhook.not_ready")
+    assert response.headers["retry-after"] == "1"  # the vendor retries; nothing was kept
+    assert await receipt_count(app) == 0
+
+
+async def test_a_webhook_that_beats_the_stored_remote_id_waits_for_it_and_wakes_the_job(
+    app: App, hook: str
+) -> None:
+    job_id = await submitting_job(app)
+    early = body(job="remote-early")
+    answer = asyncio.create_task(asyncio.to_thread(post, hook, early, early))
+    await asyncio.sleep(PENDING_WAIT / 4)  # the webhook is waiting; now the worker stores the id
+    await app.db.execute(
+        "UPDATE jobs SET remote_job_id = 'remote-early', next_attempt_at = now() + interval '1 h'"
+        " WHERE id = %s",
+        (job_id,),
+    )
+    response = await answer
+    assert (response.status_code, response.json()) == (200, {"outcome": "woken"})
+    rows = await app.db.fetch_all(
+        "SELECT r.job_id, r.outcome, j.next_attempt_at <= now() AS runnable"
+        " FROM webhook_receipts r JOIN jobs j ON j.id = r.job_id"
+    )
+    assert rows == [{"job_id": job_id, "outcome": "woken", "runnable": True}]

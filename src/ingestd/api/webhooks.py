@@ -8,8 +8,12 @@ In this order, each step before any work the next one costs:
    checked in constant time before the body is parsed: 401 ``webhook.bad_signature``;
 3. the JSON is parsed (400 ``webhook.invalid_body``, naming fields, never echoing the parser) and
    its signed ``timestamp`` must be within ``webhook_tolerance_seconds``: 401 ``webhook.stale``;
-4. a remote job that is not ours is 404 ``webhook.unknown_job`` and stores nothing; a duplicate
-   delivery (same ``event_id``) is a no-op answered 200, so the vendor stops retrying.
+4. a remote job that is not ours is 404 ``webhook.unknown_job`` and stores nothing. While one
+   of our submits has not stored its remote id yet (the vendor can announce a job before the
+   submit's answer reaches us), the webhook waits up to ``webhook_pending_wait_seconds`` for it,
+   then answers 503 ``webhook.not_ready`` (``Retry-After: 1``; the vendor retries), storing
+   nothing either way (docs/decisions/0005-input-limits.md);
+5. a duplicate delivery (same ``event_id``) is a no-op answered 200, so the vendor stops retrying.
 
 Errors have the API's one shape: ``{"error": {"code", "message", "request_id"}}``.
 """
@@ -86,6 +90,7 @@ async def llamaparse_webhook(request: Request) -> JSONResponse:
         event_type=event.event_type,
         remote_job_id=event.remote_job_id,
         terminal=event.is_terminal,
+        pending_wait_seconds=config.webhook_pending_wait_seconds,
     )
     log.info(
         "webhook.received",
@@ -97,6 +102,9 @@ async def llamaparse_webhook(request: Request) -> JSONResponse:
     )
     if outcome == "unknown_job":
         return _answer(request, 404, "webhook.unknown_job", "no job waits on that remote job")
+    if outcome == "not_ready":
+        message = "that remote job is not recorded yet (a submit is in flight); send it again"
+        return _answer(request, 503, "webhook.not_ready", message, {"Retry-After": "1"})
     return JSONResponse({"outcome": outcome}, status_code=200)
 
 
@@ -113,7 +121,11 @@ async def read_capped(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-def _answer(request: Request, status: int, code: str, message: str) -> JSONResponse:
+def _answer(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     body: dict[str, Any] = {"error": {"code": code, "message": message, "request_id": request_id}}
-    return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id})
+    return JSONResponse(
+        body, status_code=status, headers={**(headers or {}), "X-Request-ID": request_id}
+    )

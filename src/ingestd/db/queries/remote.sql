@@ -11,8 +11,8 @@ WHERE id = %(id)s AND attempt = %(attempt)s AND lease_owner = %(worker)s
 RETURNING id
 
 -- name: webhook_job_known
--- Whether a webhook's remote job is ours: a job has its id, or a submit is in flight whose id is
--- not stored yet (the vendor's webhook can beat that write; wake_announced then finds the receipt).
+-- Whether a webhook's remote job is ours (a job has its id), and whether a submit is in flight
+-- whose id is not stored yet (the vendor's webhook can beat that write: the route waits for it).
 SELECT EXISTS (SELECT 1 FROM jobs WHERE remote_job_id = %(remote_job_id)s) AS known,
        EXISTS (SELECT 1 FROM jobs WHERE state = 'parse_queued' AND remote_job_id IS NULL
                AND parse_metadata ? 'remote_submit') AS submitting
