@@ -32,6 +32,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench_mock_openai.py", ["--write"], ["--seconds", "2", "--write"]),
     ("bench_mock_llamaparse.py", ["--write"], ["--seconds", "2", "--write"]),
     ("bench_blobs.py", ["--write"], ["--quick", "--write"]),
+    ("bench_ready.py", ["--write"], ["--requests", "3", "--concurrent", "5"]),
 ]
 
 

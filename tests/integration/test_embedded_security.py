@@ -38,11 +38,17 @@ def fleet_server(pg_base: Path) -> Iterator[EmbeddedPostgres]:
     server.stop(mode="immediate")
 
 
+def require_root(why: str) -> None:
+    """The suite runs as root, as CI does (`id -u` is 0 there): only root can create a second OS
+    account, and only root hands the server to a system user. Said as a failure, never a skip."""
+    if os.geteuid() != 0:
+        pytest.fail(f"{why} needs root: run the suite as root, as CI does (id -u = 0)")
+
+
 @pytest.fixture
 def other_user() -> Iterator[str]:
-    """A second OS account (we run as root in CI, so this path runs there)."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a second OS user needs root; CI runs this as root")
+    """A second OS account, created for the test and removed afterwards."""
+    require_root("creating a second OS user")
     name = f"intruder{uuid.uuid4().hex[:6]}"
     subprocess.run(["useradd", "--no-create-home", name], check=True)
     try:
@@ -56,14 +62,20 @@ def mode(path: Path) -> int:
 
 
 def test_the_socket_folder_and_password_file_are_private(fleet_server: EmbeddedPostgres) -> None:
+    """What keeps other OS users out, asserted without one (as any user): the modes and owners,
+    and that the traversal rule refuses an unrelated account the socket and data folders."""
     status = fleet_server.status()
     server_uid = pwd.getpwnam(SYSTEM_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
     assert status.socket_dir != status.pgdata
     assert status.socket_dir.name.startswith("ingestd-pg-")
     assert mode(status.socket_dir) == 0o700 and status.socket_dir.stat().st_uid == server_uid
-    assert mode(status.pgdata) == 0o700
+    assert mode(status.pgdata) == 0o700 and status.pgdata.stat().st_uid == server_uid
     assert mode(status.passfile) == 0o600 and status.passfile.stat().st_uid == os.geteuid()
     assert fleet_server.password() not in status.url()
+    stranger = max(server_uid, os.geteuid()) + 1000
+    for folder in (status.socket_dir, status.pgdata):
+        st = folder.stat()
+        assert not can_traverse(st.st_mode, st.st_uid, st.st_gid, stranger, {stranger}), folder
 
 
 def test_a_login_without_the_password_is_refused(fleet_server: EmbeddedPostgres) -> None:
@@ -142,8 +154,7 @@ def test_listen_must_be_host_and_port(bad: str) -> None:
 
 
 def test_as_root_a_home_the_server_cannot_reach_fails_clearly(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("only root hands the server to a system user")
+    require_root("handing the server to a system user")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
     with pytest.raises(ConfigurationError, match="cannot reach") as caught:
