@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.ingestd-home/demo
 
-.PHONY: setup demo test lint bench chaos docs clean
+.PHONY: setup browser demo test lint bench chaos docs clean
 
 setup: $(STAMP)
 
@@ -28,10 +28,19 @@ demo: setup
 		--processes 2 --owner demo-$$(date +%s) --query "how much money did we make this quarter"
 	INGESTD_HOME=$(DEMO_HOME) $(VENV)/bin/ingestd db stop
 
+# The dashboard test drives Debian's Chromium through Playwright (the system browser: Playwright
+# downloads none). Installed here when missing, so that the test's time limit never includes it
+# (as root, or through sudo; apt waits for a lock another install holds).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium; }
+
 # Three test processes on two cores: most of the suite waits on worker processes, servers and
 # the database, not on the CPU (TEST_JOBS=0 runs it in one process).
 TEST_JOBS ?= 3
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --cov=ingestd \
 		--cov-report=term:skip-covered --durations=10
 

@@ -1,9 +1,15 @@
-"""Document factories shared by every test tier: small, distinct Markdown documents."""
+"""Factories shared by every test tier: small, distinct Markdown documents, and the benchmark
+scripts as modules (their tests run them on tiny scenarios, so they cannot rot)."""
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
 from pathlib import Path
+from types import ModuleType
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 TOPICS = [
     ("Quarterly revenue", "revenue grew in the third quarter thanks to strong subscription sales"),
@@ -62,3 +68,20 @@ def write_corpus(folder: Path, count: int, paragraphs: int = 3, seed: int = 0) -
         path.write_text(markdown_document(i, paragraphs, seed))
         paths.append(path)
     return paths
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as the module ``NAME`` (loaded once; benchmarks import each other by
+    that name, and dataclasses look their module up in sys.modules while they are built)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,22 @@ class WorkerProcess:
             if e.get("event") == "worker.started":
                 return str(e["worker_id"])
         raise AssertionError("the worker has not started yet")
+
+
+def run_ingestd(
+    settings: Settings, *args: str, timeout: float = 120, prefix: Sequence[str] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ingestd ARGS`` to completion with ``settings``' environment (plus ``env``);
+    output captured as text, the exit code left to the caller."""
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "ingestd", *args],
+        env=worker_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def wait_until(

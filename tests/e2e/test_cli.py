@@ -14,6 +14,7 @@ import pytest
 from ingestd.config import Settings
 from ingestd.db.embedded import EmbeddedPostgres
 from tests.conftest import worker_env
+from tests.e2e.procs import run_ingestd
 from tests.factories import write_corpus
 
 pytestmark = pytest.mark.e2e
@@ -22,14 +23,7 @@ pytestmark = pytest.mark.e2e
 def ingestd(
     settings: Settings, *args: str, check: bool = True, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "ingestd", *args],
-        env=worker_env(settings, INGESTD_LOG_LEVEL="WARNING", **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_ingestd(settings, *args, **{"INGESTD_LOG_LEVEL": "WARNING", **env})
     if check:
         assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done

@@ -31,12 +31,15 @@ ARTIFACTS = Path(os.environ.get("INGESTD_TEST_ARTIFACTS", ROOT / ".test-artifact
 
 
 def chromium() -> str:
-    """The system Chromium, installed from Debian's packages when missing."""
+    """The system Chromium, installed from Debian's packages when missing (`make test` installs
+    it before the tests start; this is for a bare `pytest`)."""
     found = shutil.which("chromium")
     if found is None:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
         subprocess.run(
-            ["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True
+            ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "chromium"],
+            check=True,
+            capture_output=True,
         )
         found = shutil.which("chromium")
     assert found, "chromium is not installed and could not be installed"

@@ -20,7 +20,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +29,7 @@ import psycopg.conninfo
 import pytest
 
 from ingestd.config import Settings
-from tests.conftest import worker_env
-from tests.e2e.procs import query
+from tests.e2e.procs import query, run_ingestd
 from tests.factories import write_corpus
 
 pytestmark = pytest.mark.e2e
@@ -101,13 +99,13 @@ def tcp_url(settings: Settings) -> Iterator[str]:
 
 
 def ingestd(settings: Settings, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*drop_file_mode_override(), sys.executable, "-m", "ingestd", *args],
-        env=worker_env(settings, INGESTD_LOG_LEVEL="WARNING", INGESTD_DATABASE_URL=url),
-        capture_output=True,
-        text=True,
+    return run_ingestd(
+        settings,
+        *args,
         timeout=180,
-        check=False,
+        prefix=drop_file_mode_override(),
+        INGESTD_LOG_LEVEL="WARNING",
+        INGESTD_DATABASE_URL=url,
     )
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,7 @@ from ingestd.config import Settings
 from ingestd.mocks import BackgroundServer
 from ingestd.mocks.llamaparse import create_app as create_llamaparse
 from ingestd.mocks.openai import create_app as create_openai
-from tests.conftest import worker_env
-from tests.e2e.procs import WorkerProcess, ensure_killed, state_counts, wait_until
+from tests.e2e.procs import WorkerProcess, ensure_killed, run_ingestd, state_counts, wait_until
 from tests.e2e.test_workers import ingest
 from tests.factories import markdown_document
 
@@ -72,21 +69,16 @@ def test_doctor_live_calls_each_configured_vendor(
     settings: Settings, llamaparse: BackgroundServer
 ) -> None:
     with BackgroundServer(create_openai()) as openai:
-        env = worker_env(
+        done = run_ingestd(
             settings,
+            "doctor",
+            "--live",
+            "--json",
             **remote_env(llamaparse),
             INGESTD_EMBEDDER__PROVIDER="openai",
             INGESTD_EMBEDDER__BASE_URL=openai.url + "/v1",
             INGESTD_EMBEDDER__API_KEY="sk-test",
             INGESTD_LOG_LEVEL="WARNING",
-        )
-        done = subprocess.run(
-            [sys.executable, "-m", "ingestd", "doctor", "--live", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
         )
         served = httpx.get(openai.url + "/_admin/counters").json()
     assert done.returncode == 0, done.stdout + done.stderr

@@ -7,8 +7,6 @@ whichever home uploaded it and whichever home's workers ran it."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +16,12 @@ import pytest
 from ingestd.config import Settings, WorkerSettings
 from ingestd.db.embedded import EmbeddedPostgres
 from ingestd.mocks import free_port
-from tests.conftest import worker_env
 from tests.e2e.procs import (
     WorkerProcess,
     ensure_killed,
     query,
     repeated_transitions,
+    run_ingestd,
     state_counts,
 )
 from tests.factories import write_corpus
@@ -50,14 +48,7 @@ def homes() -> Iterator[tuple[Path, Path]]:
 
 
 def cli(settings: Settings, *args: str, **env: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "ingestd", *args],
-        env=worker_env(settings, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_ingestd(settings, *args, **env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from ingestd.config import Settings
-from tests.conftest import worker_env
 from tests.e2e.procs import (
     WorkerProcess,
     ensure_killed,
     query,
+    run_ingestd,
     state_counts,
     wait_until,
 )
@@ -27,19 +25,8 @@ pytestmark = pytest.mark.e2e
 TRANSITIONS = 9  # uploaded -> ... -> complete
 
 
-def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args],
-        env=worker_env(settings, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def ingest(settings: Settings, path: Path, owner: str = "local") -> list[dict[str, str]]:
-    done = cli(settings, "ingest", str(path), "--json", INGESTD_OWNER=owner)
+    done = run_ingestd(settings, "ingest", str(path), "--json", INGESTD_OWNER=owner)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 

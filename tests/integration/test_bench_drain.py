@@ -3,25 +3,13 @@ not asserted: benchmarks measure, tests check behaviour)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_drain", ROOT / "benchmarks/bench_drain.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_drain"] = module  # dataclasses look their module up while built
-    spec.loader.exec_module(module)
-    return module
+from tests.factories import load_benchmark
 
 
 def test_a_tiny_drain_reports_every_figure(tmp_path: Path) -> None:
-    bench = load_bench()
+    bench = load_benchmark("bench_drain")
     corpus = bench.make_corpus("5kb", 4, tmp_path)
     result = bench.run_drain(corpus, 1, name="tiny", top=3)
     assert result.documents == 4

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from tests.factories import load_benchmark
 
-import bench_suite  # noqa: E402
+bench_suite = load_benchmark("bench_suite")
 
 
 def test_a_tiny_suite_writes_its_report_and_plots(tmp_path: Path) -> None:

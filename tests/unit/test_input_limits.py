@@ -7,12 +7,9 @@ benchmark measures), made small here and met with small limits so each test take
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -24,24 +21,12 @@ from ingestd.parsers.pdfguard import check_pdf_streams
 from ingestd.parsers.xlsx import count_cells
 from ingestd.retry import should_fail
 from ingestd.webhooks import check_timestamp, parse_llamaparse_webhook
+from tests.factories import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-def load_generators() -> ModuleType:
-    if "bench_hostile_inputs" in sys.modules:
-        return sys.modules["bench_hostile_inputs"]
-    path = ROOT / "benchmarks" / "bench_hostile_inputs.py"
-    spec = importlib.util.spec_from_file_location("bench_hostile_inputs", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_hostile_inputs"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = load_generators()
+gen = load_benchmark("bench_hostile_inputs")
 
 
 def refusal(data: bytes, media_type: str, **limits: int) -> PermanentError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -15,8 +14,8 @@ from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.errors import PermanentError
 from ingestd.service.keys import create_key, list_keys, revoke_key, verify_key
-from tests.conftest import worker_env
 from tests.e2e.api.conftest import SERVER_ENV, KeyFactory, assert_error, bearer
+from tests.e2e.procs import run_ingestd
 
 
 async def test_a_request_without_a_key_gets_401_with_a_bearer_challenge(
@@ -127,17 +126,8 @@ async def test_a_jwt_signed_with_the_configured_secret_acts_as_its_subject(
 
 
 def test_keys_cli_creates_lists_and_revokes(api_settings: Settings, server, owner: str) -> None:
-    env = worker_env(api_settings)
-
     def ingestd(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ingestd", "keys", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_ingestd(api_settings, "keys", *args, timeout=60)
 
     created = ingestd("create", "--owner", owner, "--name", "ci")
     assert created.returncode == 0, created.stderr

@@ -42,10 +42,10 @@ BASE = LlamaParseBehaviour(
     rate_limits=RateLimits(),
     webhook_delivery=WebhookDelivery(backoff_scale=0.01, timeout_seconds=5),
 )
-REPO = Path(__file__).resolve().parents[3]
 # llama-cloud 2.x cannot share a virtualenv with llama-cloud-services (it pins llama-cloud 0.1.x),
 # so the v2 SDK lives in its own --target folder and runs in a subprocess.
-LLAMA_CLOUD_V2 = Path(os.environ.get("INGESTD_LLAMA_CLOUD_V2", REPO / ".venv" / "llama-cloud-v2"))
+# `make setup` puts it beside the virtualenv that runs the tests (sys.prefix).
+LLAMA_CLOUD_V2 = Path(os.environ.get("INGESTD_LLAMA_CLOUD_V2", Path(sys.prefix) / "llama-cloud-v2"))
 
 
 def pdf_pages(*texts: str) -> bytes:
@@ -565,6 +565,12 @@ def hook_config(url: str, **extra: Any) -> list[dict[str, Any]]:
     return [{"webhook_url": url, "webhook_signing_secret": SECRET, **extra}]
 
 
+async def delivered(state: LlamaParseState, sent: int) -> None:
+    """Wait until the mock has counted ``sent`` deliveries: the receiver records a call before
+    the mock counts it, and a count landing after the next test's reset would be read there."""
+    await eventually(lambda: state.counters.get("webhooks_sent") == sent)
+
+
 async def test_signed_webhooks_verify_and_name_the_job(
     http: httpx.AsyncClient, state: LlamaParseState, receiver: Receiver, hook_url: str
 ) -> None:
@@ -583,7 +589,7 @@ async def test_signed_webhooks_verify_and_name_the_job(
         assert headers["content-type"] == "application/json"
         assert headers["x-tenant"] == "t1"
         assert abs(event.timestamp - time.time()) < 60
-    await eventually(lambda: state.counters.get("webhooks_sent") == 3)
+    await delivered(state, 3)
 
 
 async def test_client_configured_webhooks_only_terminal_events(
@@ -605,6 +611,7 @@ async def test_client_configured_webhooks_only_terminal_events(
     events = [parse_llamaparse_webhook(body) for _, body in receiver.calls]
     assert [e.event_type for e in events] == ["parse.success", "parse.success"]
     assert all(verify_llamaparse_signature(SECRET, b, h["lc-signature"]) for h, b in receiver.calls)
+    await delivered(state, 2)
 
 
 async def test_webhook_retries_with_backoff_then_gives_up(
@@ -613,8 +620,9 @@ async def test_webhook_retries_with_backoff_then_gives_up(
     receiver.statuses.extend([500, 503])  # the third attempt succeeds
     hooks = hook_config(hook_url, webhook_events=["parse.success"])
     await upload_v2(http, MARKDOWN, "a.md", webhook_configurations=hooks)
-    await eventually(lambda: state.counters.get("webhooks_sent") == 1)
-    assert len(receiver.calls) == 3 and state.counters.get("webhook_attempts") == 3
+    await eventually(lambda: len(receiver.calls) == 3)
+    await delivered(state, 1)
+    assert state.counters.get("webhook_attempts") == 3
     assert len({h["x-webhook-event-id"] for h, _ in receiver.calls}) == 1
 
     receiver.calls.clear()
@@ -643,6 +651,7 @@ async def test_webhook_faults_drop_duplicate_bad_signature(
     (h1, b1), (h2, b2) = receiver.calls
     assert b1 == b2 and h1["x-webhook-event-id"] == h2["x-webhook-event-id"]
     assert parse_llamaparse_webhook(b1).remote_job_id == duplicated["id"]
+    await delivered(state, 2)
 
     receiver.calls.clear()
     state.reset(restore_behaviour=True)
@@ -653,6 +662,7 @@ async def test_webhook_faults_drop_duplicate_bad_signature(
     assert headers["lc-signature"].startswith("sha256=")
     assert not verify_llamaparse_signature(SECRET, body, headers["lc-signature"])
     assert dropped["id"] not in b"".join(b for _, b in receiver.calls).decode()
+    await delivered(state, 1)
 
 
 async def test_webhook_reorder_and_delay(
@@ -665,10 +675,11 @@ async def test_webhook_reorder_and_delay(
     assert time.monotonic() - started >= 0.15
     types = [parse_llamaparse_webhook(body).event_type for _, body in receiver.calls]
     assert types == ["parse.success", "parse.running", "parse.pending"]
+    await delivered(state, 3)
 
 
 async def test_legacy_v1_webhook_url_gets_the_result(
-    http: httpx.AsyncClient, receiver: Receiver, hook_url: str
+    http: httpx.AsyncClient, state: LlamaParseState, receiver: Receiver, hook_url: str
 ) -> None:
     await http.post(
         "/api/parsing/upload", files={"file": ("a.md", MARKDOWN)}, data={"webhook_url": hook_url}
@@ -679,6 +690,7 @@ async def test_legacy_v1_webhook_url_gets_the_result(
     assert set(payload) == {"txt", "md", "json", "images"}
     assert "# Notes" in payload["md"]
     assert "lc-signature" not in headers
+    await delivered(state, 1)
 
 
 async def test_admin_jobs_and_counters(http: httpx.AsyncClient, state: LlamaParseState) -> None:
