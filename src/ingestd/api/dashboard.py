@@ -3,13 +3,17 @@
 Admins only. A browser signs in once with an admin API key and gets a session cookie
 (HttpOnly, SameSite=Strict; only a hash is stored, and revoking the key ends the session),
 because ``EventSource`` cannot send an ``Authorization`` header; scripts send the key as a
-Bearer token instead. The page itself is static (``api/static/``): plain JS and SVG, no build.
+Bearer token instead. The page is ``api/static/``: plain JS and SVG, no build. ``GET /`` sends
+it as one response, with its stylesheet and script inlined and, for a signed-in browser, the
+summary the first screen shows (so the first paint already has the counts, with no request
+after the page's own).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import secrets
@@ -21,7 +25,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from pydantic import BaseModel
 
 from ingestd.api.auth import require_principal
@@ -125,9 +129,53 @@ router = APIRouter(
 )
 
 
+STYLESHEET_TAG = '<link rel="stylesheet" href="/static/dashboard.css">'
+SCRIPT_TAG = '<script src="/static/dashboard.js" defer></script>'
+INITIAL_ID = "initial-summary"
+
+
+@functools.cache
+def _page_parts() -> tuple[str, str]:
+    """index.html with its stylesheet and script inlined, split where the initial data goes."""
+    html = STATIC.joinpath("index.html").read_text()
+    css = STATIC.joinpath("dashboard.css").read_text()
+    script = STATIC.joinpath("dashboard.js").read_text()
+    if STYLESHEET_TAG not in html or SCRIPT_TAG not in html or "</script" in script:
+        raise RuntimeError("api/static/index.html: the stylesheet or script tag moved")
+    html = html.replace(STYLESHEET_TAG, f"<style>\n{css}</style>").replace(SCRIPT_TAG + "\n", "")
+    head, _, tail = html.rpartition("</body>")
+    return head, f"<script>\n{script}</script>\n</body>{tail}"
+
+
+def render_page(initial: dict[str, Any] | None) -> str:
+    """The page; ``initial`` (the summary) is embedded as JSON for the script's first render."""
+    head, tail = _page_parts()
+    if initial is None:
+        return head + tail
+    # "<" escaped: no "</script>" can end the data block early (JSON reads \u003c back as "<").
+    data = json.dumps(initial, default=str, separators=(",", ":")).replace("<", "\\u003c")
+    return f'{head}<script id="{INITIAL_ID}" type="application/json">{data}</script>\n{tail}'
+
+
+async def _initial_summary(request: Request) -> dict[str, Any] | None:
+    """The summary for a browser with a valid session; None otherwise (the script signs in)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    db: Database = request.app.state.db
+    try:
+        if not await db.fetch_all(QUERIES["dashboard_session"], {"token_hash": _token_hash(token)}):
+            return None
+        return await dashboard.summary(db, request.app.state.settings)
+    except Exception as exc:  # the page still loads; its script retries and says so
+        log.warning("dashboard.initial_summary_failed", error=str(exc))
+        return None
+
+
 @router.get("/", include_in_schema=False)
-async def page() -> FileResponse:
-    return FileResponse(str(STATIC.joinpath("index.html")), headers={"Cache-Control": "no-cache"})
+async def page(request: Request) -> HTMLResponse:
+    initial = await _initial_summary(request)
+    return HTMLResponse(render_page(initial), headers={"Cache-Control": "no-store"})
 
 
 @router.get("/static/{name}", include_in_schema=False)

@@ -13,6 +13,8 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus text format; the fleet figures are computed now, from the database."""
-    snapshot = await fleet_snapshot(request.app.state.db, request.app.state.settings)
+    snapshot = await fleet_snapshot(
+        request.app.state.db, request.app.state.settings, recent_events=False
+    )
     body = exposition(fleet_families(snapshot))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -42,7 +42,7 @@ def _plain_dict(value: dict[str, Any]) -> dict[str, Any]:
 async def summary(db: Database, settings: Settings) -> dict[str, Any]:
     """Everything the dashboard's first screen shows, in one answer."""
     snap, workers, states, failures = await asyncio.gather(
-        fleet_snapshot(db, settings),
+        fleet_snapshot(db, settings, recent_events=False),
         workers_report(db, settings.observability),
         db.fetch_all(QUERIES["alert_states"]),
         db.fetch_all(

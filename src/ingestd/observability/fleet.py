@@ -2,8 +2,12 @@
 
 Queue depth, the oldest runnable job, live workers, failures by code and usage belong to no
 single worker: every scraper would otherwise see a different slice. ``ingestd serve`` computes
-them here when ``/metrics`` is scraped (a few aggregate queries, one pass over ``jobs``), so any
-number of workers on any number of machines report one consistent picture.
+them here when ``/metrics`` is scraped, so any number of workers on any number of machines report
+one consistent picture (one snapshot: the reads share a repeatable-read transaction).
+
+None of it reads every job: counts by state and code and the usage totals are sums of
+``job_counts``, which triggers keep exact in the transaction of every change to ``jobs``
+(migration 0011); the queue figures are one pass over the unfinished jobs only.
 """
 
 from __future__ import annotations
@@ -59,34 +63,53 @@ class FleetSnapshot:
         return self.runnable + self.waiting + self.leased + self.lease_expired
 
 
-async def fleet_snapshot(db: Database, config: Settings) -> FleetSnapshot:
+USAGE_KINDS = ("embedding_tokens", "parse_pages", "embedding_cost_usd", "parse_cost_usd")
+QUEUE_FIGURES = ("runnable", "waiting", "leased", "lease_expired", "stuck")
+
+
+async def fleet_snapshot(
+    db: Database, config: Settings, *, recent_events: bool = True
+) -> FleetSnapshot:
+    """The fleet as the database sees it now. ``recent_events``: also count the job events of
+    the alert window (the error-rate and lease-expiry rules need them; the metrics do not)."""
     settings = config.observability
+    failed = {s.value for s in FAILED_STATES}
 
     async def work(conn: Conn) -> FleetSnapshot:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(QUERIES["fleet_jobs"], {"stuck": settings.stuck_job_seconds})
-        rows = await cur.fetchall()
+        await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snap = FleetSnapshot({s.value: 0 for s in State})
-        for row in rows:
-            snap.jobs_by_state[row["state"]] = row["jobs"]
-            for name in ("runnable", "waiting", "leased", "lease_expired", "stuck"):
+        snap.usage = dict.fromkeys(USAGE_KINDS, 0.0)
+        await cur.execute(QUERIES["fleet_counts"])
+        for row in await cur.fetchall():
+            for kind in USAGE_KINDS:
+                snap.usage[kind] += row[kind]
+            if not row["jobs"]:
+                continue
+            snap.jobs_by_state[row["state"]] = snap.jobs_by_state.get(row["state"], 0) + row["jobs"]
+            if row["state"] in failed:
+                snap.failures.append((row["state"], row["code"] or "unknown", row["jobs"]))
+        await cur.execute(QUERIES["fleet_pending"], {"stuck": settings.stuck_job_seconds})
+        for row in await cur.fetchall():
+            for name in QUEUE_FIGURES:
                 setattr(snap, name, getattr(snap, name) + row[name])
             oldest = row["oldest_runnable_seconds"] or 0.0
             snap.oldest_runnable_seconds = max(snap.oldest_runnable_seconds, oldest)
-        await cur.execute(QUERIES["fleet_failures"], {"states": [s.value for s in FAILED_STATES]})
-        snap.failures = [(r["state"], r["code"], r["jobs"]) for r in await cur.fetchall()]
-        await cur.execute(QUERIES["fleet_usage"])
-        snap.usage = dict(await cur.fetchone() or {})
+            if row["waiting_on"] is not None:
+                snap.parked[row["waiting_on"]] = row["jobs"]
         await cur.execute(QUERIES["fleet_workers"], {"stale": settings.worker_stale_seconds})
         workers = await cur.fetchone() or {}
         snap.workers_live = workers.get("live", 0)
         snap.workers_stale = workers.get("stale", 0)
         snap.workers_held = int(workers.get("held", 0))
-        await cur.execute(QUERIES["recent_event_counts"], {"window": settings.alert_window_seconds})
-        recent = await cur.fetchone() or {}
-        snap.recent_failed = recent.get("failed", 0)
-        snap.recent_finished = recent.get("finished", 0)
-        snap.recent_lease_expired = recent.get("lease_expired", 0)
+        if recent_events:
+            await cur.execute(
+                QUERIES["recent_event_counts"], {"window": settings.alert_window_seconds}
+            )
+            recent = await cur.fetchone() or {}
+            snap.recent_failed = recent.get("failed", 0)
+            snap.recent_finished = recent.get("finished", 0)
+            snap.recent_lease_expired = recent.get("lease_expired", 0)
         await cur.execute(QUERIES["alert_states"])
         snap.alerts = {row["name"]: row["firing"] for row in await cur.fetchall()}
         await _traffic(cur, snap, config)
@@ -98,8 +121,6 @@ async def fleet_snapshot(db: Database, config: Settings) -> FleetSnapshot:
 async def _traffic(cur: Any, snap: FleetSnapshot, config: Settings) -> None:
     await cur.execute(QUERIES["list_breakers"])
     snap.breakers = {row["service"]: row["state"] for row in await cur.fetchall()}
-    await cur.execute(QUERIES["waiting_counts"])
-    snap.parked = {row["waiting_on"]: row["jobs"] for row in await cur.fetchall()}
     await cur.execute(QUERIES["list_limits"])
     snap.limits = [
         {

@@ -255,15 +255,18 @@ async function showJob(id) {
 
 // -- live updates ----------------------------------------------------------------------------
 
-const live = { source: null, timer: null, poll: null, charts: null, rendered: 0, slowAt: 0 };
+const live = { source: null, timer: null, poll: null, charts: null, rendered: 0, slowAt: 0, refreshedAt: 0 };
+
+function render(summary) {
+  renderStates(summary.fleet); renderAlerts(summary.alerts); renderWorkers(summary.workers);
+  renderTraffic(summary); renderFailures(summary.latest_failures);
+  live.rendered = Date.now();
+  document.body.dataset.updated = String(live.rendered);
+}
 
 async function refresh() {
   try {
-    const summary = await getJSON(`${API}/summary`);
-    renderStates(summary.fleet); renderAlerts(summary.alerts); renderWorkers(summary.workers);
-    renderTraffic(summary); renderFailures(summary.latest_failures);
-    live.rendered = Date.now();
-    document.body.dataset.updated = String(live.rendered);
+    render(await getJSON(`${API}/summary`));
   } catch (e) {
     if (e instanceof Unauthorized) return showLogin();
     $("connection").textContent = "server unreachable, retrying";
@@ -276,14 +279,20 @@ async function refreshSlow() {
   } catch (e) { if (e instanceof Unauthorized) showLogin(); }
 }
 
+// A change after a quiet moment is shown at once; a stream of changes (a busy drain) refreshes
+// the summary at most four times a second, not once per change.
+const REFRESH_EVERY_MS = 250;
+
 function scheduleRefresh() {
   if (live.timer) return;
+  const wait = Math.max(0, live.refreshedAt + REFRESH_EVERY_MS - Date.now());
   live.timer = setTimeout(() => {
     live.timer = null;
+    live.refreshedAt = Date.now();
     refresh();
     // The charts and the table move too, but at most every 5 s.
     if (Date.now() - live.slowAt > 5000) { live.slowAt = Date.now(); refreshSlow(); loadJobsIfFirstPage(); }
-  }, 250);
+  }, wait);
 }
 
 function loadJobsIfFirstPage() {
@@ -308,8 +317,18 @@ function route() {
   if (location.hash === "#jobs" || location.hash === "#alerts") $(location.hash.slice(1)).scrollIntoView();
 }
 
-async function start() {
-  try { await refresh(); } catch (e) { return; }
+// The summary the server put in the page for a signed-in browser (used once): the first paint
+// shows the counts without waiting for a request.
+function initialSummary() {
+  const el = $("initial-summary");
+  if (!el) return null;
+  el.remove();
+  try { return JSON.parse(el.textContent); } catch (e) { return null; }
+}
+
+async function start(initial) {
+  if (initial) render(initial);
+  else { try { await refresh(); } catch (e) { return; } }
   if (!$("login").hidden) return;
   $("logout").hidden = false;
   route();
@@ -338,7 +357,7 @@ function init() {
     $("f-state").value = a.dataset.state; table.filters = filtersFromForm(); loadJobs(false);
   });
   window.addEventListener("hashchange", route);
-  start();
+  start(initialSummary());
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -1,38 +1,37 @@
 -- Read-side queries for metrics, alerts and the dashboard. Used by ingestd/observability/.
 
--- name: fleet_jobs
--- One pass over jobs: counts by state, and what is runnable, waiting, leased or stuck (due, yet
--- in the same state for longer than the stuck threshold: held by a hung worker, or by none).
-SELECT state,
-       count(*) AS jobs,
-       count(*) FILTER (WHERE completed_at IS NULL AND next_attempt_at <= now()
+-- name: fleet_counts
+-- Jobs by state and error code, and usage totals: the sums of job_counts (kept by triggers in
+-- migration 0011), a few rows however many jobs there are.
+SELECT state, code, sum(jobs)::bigint AS jobs,
+       sum(embedding_tokens)::float8 AS embedding_tokens, sum(parse_pages)::float8 AS parse_pages,
+       sum(embedding_cost_usd)::float8 AS embedding_cost_usd,
+       sum(parse_cost_usd)::float8 AS parse_cost_usd
+FROM job_counts
+GROUP BY state, code
+
+-- name: fleet_pending
+-- One pass over the unfinished jobs only (the partial index jobs_runnable holds them): what is
+-- runnable, waiting, leased or stuck (due, yet in the same state for longer than the stuck
+-- threshold: held by a hung worker, or by none), by what traffic control parked them on.
+SELECT waiting_on,
+       count(*) FILTER (WHERE next_attempt_at <= now()
                         AND (lease_expires_at IS NULL OR lease_expires_at < now())) AS runnable,
-       count(*) FILTER (WHERE completed_at IS NULL AND next_attempt_at > now()
-                        AND lease_owner IS NULL) AS waiting,
+       count(*) FILTER (WHERE next_attempt_at > now() AND lease_owner IS NULL) AS waiting,
        count(*) FILTER (WHERE lease_expires_at >= now()) AS leased,
-       count(*) FILTER (WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
-                        AND completed_at IS NULL) AS lease_expired,
+       count(*) FILTER (WHERE lease_owner IS NOT NULL AND lease_expires_at < now())
+           AS lease_expired,
        extract(epoch FROM now() - min(next_attempt_at) FILTER (
-           WHERE completed_at IS NULL AND next_attempt_at <= now()
+           WHERE next_attempt_at <= now()
              AND (lease_expires_at IS NULL OR lease_expires_at < now())))::float8
            AS oldest_runnable_seconds,
-       count(*) FILTER (WHERE completed_at IS NULL AND next_attempt_at <= now()
+       count(*) FILTER (WHERE next_attempt_at <= now()
                         AND state_changed_at < now() - make_interval(secs => %(stuck)s))
-           AS stuck
+           AS stuck,
+       count(*) AS jobs
 FROM jobs
-GROUP BY state
-
--- name: fleet_failures
-SELECT state, coalesce(last_error ->> 'code', 'unknown') AS code, count(*) AS jobs
-FROM jobs WHERE state = ANY(%(states)s)
-GROUP BY 1, 2
-
--- name: fleet_usage
-SELECT coalesce(sum((usage ->> 'embedding_tokens')::numeric), 0)::float8 AS embedding_tokens,
-       coalesce(sum((usage ->> 'parse_pages')::numeric), 0)::float8 AS parse_pages,
-       coalesce(sum((usage ->> 'embedding_cost_usd')::numeric), 0)::float8 AS embedding_cost_usd,
-       coalesce(sum((usage ->> 'parse_cost_usd')::numeric), 0)::float8 AS parse_cost_usd
-FROM jobs
+WHERE completed_at IS NULL
+GROUP BY waiting_on
 
 -- name: fleet_workers
 SELECT count(*) FILTER (WHERE heartbeat_at > now() - make_interval(secs => %(stale)s))
@@ -157,11 +156,22 @@ SELECT id, ordinal, token_count, page, heading_path, left(text, 240) AS preview
 FROM chunks WHERE document_id = %(document_id)s ORDER BY ordinal LIMIT %(limit)s
 
 -- name: error_codes
-SELECT DISTINCT last_error ->> 'code' AS code FROM jobs
-WHERE last_error IS NOT NULL ORDER BY 1
+-- The codes on the jobs there are now, from the counts (not a pass over jobs).
+SELECT DISTINCT code FROM (
+    SELECT code FROM job_counts WHERE code <> '' GROUP BY state, code HAVING sum(jobs) > 0
+) AS present
+ORDER BY 1
 
 -- name: dashboard_owners
-SELECT DISTINCT owner FROM jobs ORDER BY 1 LIMIT 200
+-- The first 200 owners, one index probe each (a loose scan of jobs_owner_state), not a pass over
+-- every job.
+WITH RECURSIVE owners AS (
+    (SELECT owner FROM jobs ORDER BY owner LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.owner FROM jobs j WHERE j.owner > o.owner ORDER BY j.owner LIMIT 1)
+    FROM owners o WHERE o.owner IS NOT NULL
+)
+SELECT owner FROM owners WHERE owner IS NOT NULL LIMIT 200
 
 -- name: open_dashboard_session
 INSERT INTO dashboard_sessions (token_hash, key_id, subject, expires_at)
