@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ingestd.embedders.hash import INLINE_CHARS, HashEmbedder, char_ngrams, words_of
+from ingestd.embedders.hash import (
+    INLINE_CHARS,
+    FeatureTable,
+    HashEmbedder,
+    char_ngrams,
+    word_features,
+    words_of,
+)
 from ingestd.errors import ConfigurationError
 from ingestd.ports import Embedder
 
@@ -123,3 +133,45 @@ def test_thousands_of_short_texts_embed_in_one_batch() -> None:
     assert vectors.shape == (len(texts), embedder.dimensions)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
     assert len({row.tobytes() for row in vectors}) == len(texts)
+
+
+def _vectors_word_by_word(texts: list[str], dimensions: int) -> list[list[float]]:
+    """The vectors as the implementation before ``FeatureTable`` made them: each text's words'
+    features concatenated word by word, then one bincount (the same order of sums)."""
+    indices, values = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.float32)]
+    for row, text in enumerate(texts):
+        counts = Counter(words_of(text))
+        if not counts:
+            continue
+        features = [word_features(word, dimensions) for word in counts]
+        weights = np.repeat(
+            1.0 + np.log(np.fromiter(counts.values(), dtype=np.float32, count=len(counts))),
+            [len(ids) for ids, _ in features],
+        )
+        indices.append(np.concatenate([ids for ids, _ in features]) + row * dimensions)
+        values.append(np.concatenate([vals for _, vals in features]) * weights)
+    size = len(texts) * dimensions
+    summed = np.bincount(np.concatenate(indices), np.concatenate(values), minlength=size)
+    matrix = summed.reshape(len(texts), dimensions)
+    norms = np.linalg.norm(matrix, axis=1)
+    empty = norms == 0.0
+    matrix[empty] = HashEmbedder(dimensions)._empty_vector()
+    norms[empty] = 1.0
+    vectors: list[list[float]] = (matrix / norms[:, None]).astype(np.float32).tolist()
+    return vectors
+
+
+WORDS = st.sampled_from(["alpha", "Beta", "gamma", "δέλτα", "東京", "install", "installing", "x"])
+TEXTS = st.lists(st.lists(st.one_of(WORDS, st.text(max_size=6)), max_size=30).map(" ".join))
+
+
+@settings(max_examples=60)
+@given(st.lists(TEXTS, min_size=1, max_size=4), st.sampled_from([2, 5, 10_000]))
+def test_the_feature_table_gives_the_word_by_word_vectors_bit_for_bit(
+    batches: list[list[str]], max_words: int
+) -> None:
+    """Several batches through one embedder (its table grows, and is cleared past max_words)."""
+    embedder = HashEmbedder(dimensions=16)
+    embedder._table = FeatureTable(16, max_words=max_words)
+    for texts in batches:
+        assert embedder.embed_sync(texts).vectors == _vectors_word_by_word(texts, 16)

@@ -18,10 +18,10 @@ import asyncio
 import hashlib
 import math
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,8 @@ MAX_INPUT_TOKENS = 8191
 NGRAM_SIZES = (3, 4)
 # Above this many characters in one call, the work moves to a thread so the loop stays free.
 INLINE_CHARS = 20_000
+# Words whose features one embedder remembers (about 0.2 KB each).
+TABLE_MAX_WORDS = 200_000
 
 _WORD = re.compile(r"\w+")
 _EMPTY_FEATURE = "\x00empty"
@@ -51,6 +53,7 @@ class HashEmbedder:
             raise ConfigurationError(f"hash embedder dimensions must be 8..16000, not {dimensions}")
         self.dimensions = dimensions
         self.model = f"{ALGORITHM}-{dimensions}"
+        self._table = FeatureTable(dimensions)
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
         """Vectors for ``texts``, in order; large batches run in a worker thread."""
@@ -60,44 +63,22 @@ class HashEmbedder:
 
     def embed_sync(self, texts: Sequence[str]) -> EmbeddingResult:
         """The same as ``embed``, for callers already off the event loop (thread pools)."""
-        indices: list[npt.NDArray[np.int64]] = []
-        values: list[npt.NDArray[np.float32]] = []
-        words_seen = 0
-        for row, text in enumerate(texts):
-            words = words_of(text)
-            words_seen += len(words)
-            if words:
-                row_indices, row_values = self._features(words)
-                indices.append(row_indices + row * self.dimensions)
-                values.append(row_values)
-        usage = EmbeddingUsage(prompt_tokens=words_seen, requests=0)
+        counted = [Counter(words_of(text)) for text in texts]
+        indices, values = self._table.features(counted)
+        usage = EmbeddingUsage(prompt_tokens=sum(c.total() for c in counted), requests=0)
         return EmbeddingResult(vectors=self._normalised(texts, indices, values), usage=usage)
-
-    def _features(self, words: list[str]) -> Features:
-        """Bucket indices and weighted values of every feature of a text's words."""
-        counts = Counter(words)
-        features = [word_features(word, self.dimensions) for word in counts]
-        weights = np.repeat(
-            1.0 + np.log(np.fromiter(counts.values(), dtype=np.float32, count=len(counts))),
-            [len(word_indices) for word_indices, _ in features],
-        )
-        indices: npt.NDArray[np.int64] = np.concatenate([ids for ids, _ in features])
-        values = np.concatenate([vals for _, vals in features]) * weights
-        return indices, values.astype(np.float32, copy=False)
 
     def _normalised(
         self,
         texts: Sequence[str],
-        indices: list[npt.NDArray[np.int64]],
-        values: list[npt.NDArray[np.float32]],
+        indices: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float32],
     ) -> list[list[float]]:
         """One ``bincount`` for the whole batch, then every row scaled to unit length."""
         if not texts:
             return []
         size = len(texts) * self.dimensions
-        if not indices:
-            indices, values = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.float32)]
-        summed = np.bincount(np.concatenate(indices), np.concatenate(values), minlength=size)
+        summed = np.bincount(indices, values, minlength=size)
         matrix = summed.reshape(len(texts), self.dimensions)
         norms = np.linalg.norm(matrix, axis=1)
         empty = norms == 0.0  # no words (or every feature cancelled): the empty text's vector
@@ -114,15 +95,79 @@ class HashEmbedder:
         return vector
 
 
+class FeatureTable:
+    """Every known word's features, end to end in two flat arrays, so a batch's features are
+    gathered with a few numpy operations instead of a few per word. Thread-safe (a lock): one
+    embedder serves several threads. Forgets everything past ``max_words`` (memory stays
+    bounded on a stream of unique tokens); the features are a pure function of the word."""
+
+    def __init__(self, dimensions: int, max_words: int = TABLE_MAX_WORDS) -> None:
+        self.dimensions = dimensions
+        self.max_words = max_words
+        self._lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._starts: list[int] = []
+        self._lengths: list[int] = []
+        self._indices = np.empty(1024, dtype=np.int64)
+        self._values = np.empty(1024, dtype=np.float32)
+        self._size = 0
+
+    def features(self, rows: Sequence[Counter[str]]) -> Features:
+        """Bucket indices (offset by row) and weighted values of every feature of every row's
+        words, in the order rows, words, features: the order the sums are taken in."""
+        with self._lock:
+            if len(self._ids) > self.max_words:
+                self._clear()
+            known = self._ids
+            ids = [known.get(word, -1) for row in rows for word in row]
+            if -1 in ids:
+                words = [word for row in rows for word in row]
+                ids = [self._id(w) if i == -1 else i for w, i in zip(words, ids, strict=True)]
+            return self._gather(ids, [n for row in rows for n in row.values()], rows)
+
+    def _id(self, word: str) -> int:
+        known = self._ids.get(word)
+        return self._add(word) if known is None else known
+
+    def _add(self, word: str) -> int:
+        indices, values = word_features(word, self.dimensions)
+        end = self._size + len(indices)
+        if end > len(self._indices):
+            capacity = max(end, 2 * len(self._indices))
+            self._indices = np.resize(self._indices, capacity)
+            self._values = np.resize(self._values, capacity)
+        self._indices[self._size : end] = indices
+        self._values[self._size : end] = values
+        self._ids[word] = len(self._starts)
+        self._starts.append(self._size)
+        self._lengths.append(len(indices))
+        self._size = end
+        return len(self._starts) - 1
+
+    def _gather(self, ids: list[int], counts: list[int], rows: Sequence[Counter[str]]) -> Features:
+        word_ids = np.asarray(ids, dtype=np.int64)
+        starts = np.asarray(self._starts, dtype=np.int64)[word_ids]
+        lengths = np.asarray(self._lengths, dtype=np.int64)[word_ids]
+        ends = np.cumsum(lengths)
+        positions = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+        positions += np.repeat(starts - (ends - lengths), lengths)
+        row_of_word = np.repeat(np.arange(len(rows), dtype=np.int64), [len(r) for r in rows])
+        indices = self._indices[positions] + np.repeat(row_of_word * self.dimensions, lengths)
+        weights = 1.0 + np.log(np.asarray(counts, dtype=np.float32))
+        return indices, self._values[positions] * np.repeat(weights, lengths)
+
+
 def words_of(text: str) -> list[str]:
     """The word tokens of ``text`` after NFKC normalisation and case folding."""
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-@lru_cache(maxsize=200_000)
 def word_features(word: str, dimensions: int) -> Features:
     """Bucket indices and signed weights of one word: the word (weight 1) and its character
-    n-grams (together weight 1). Cached: vocabularies repeat, so most words are hashed once."""
+    n-grams (together weight 1)."""
     grams = char_ngrams(word)
     keys = [f"w:{word}", *(f"g:{gram}" for gram in grams)]
     gram_weight = 1.0 / math.sqrt(len(grams)) if grams else 0.0

@@ -2,7 +2,8 @@
 
 Counts frequent stop words of a handful of languages in a sample of the text and returns the ISO
 639-1 code of a clear winner, or None when the sample is too short or no language stands out.
-It costs about a millisecond per document, which is all the precision a metadata field needs.
+It costs well under a millisecond per document, which is all the precision a metadata field
+needs.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ _MIN_HITS = 8
 
 def guess_language(text: str) -> str | None:
     """ISO 639-1 code (``"en"``, ``"de"``, ...) of ``text``'s language, or None if unsure."""
+    # Words found and lower-cased in C: a Python step per word cost ~1 ms per 5 KB document.
+    counts = Counter(map(str.lower, _WORD.findall(text[:_SAMPLE_CHARS])))
     votes: Counter[str] = Counter()
-    for match in _WORD.finditer(text[:_SAMPLE_CHARS]):
-        for code in _LANGUAGE_OF.get(match.group().lower(), ()):
-            votes[code] += 1
+    for word, codes in _LANGUAGE_OF.items():
+        for code in codes if word in counts else ():
+            votes[code] += counts[word]
     ranked = votes.most_common(2)
     if not ranked or ranked[0][1] < _MIN_HITS:
         return None
