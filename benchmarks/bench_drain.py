@@ -3,6 +3,7 @@
     python benchmarks/bench_drain.py [--corpus 5kb,100kb] [--workers 1] [--repeat 1] [--json]
                                      [--documents N] [--env NAME=VALUE ...]
                                      [--embedder hash|openai-mock] [--latency-ms 150]
+                                     [--max-inputs N] [--embed-concurrency N]
 
 For each corpus shape (``5kb``: 1,000 Markdown documents of ~5 KB; ``100kb``: 200 of ~100 KB,
 both from ``scripts/gen_corpus.py --backlog``) and each worker count, a fresh embedded PostgreSQL
@@ -12,8 +13,16 @@ included) and the busy window (first claim to last completion); documents/s and 
 time (and the busy window); statements, commits and server-side execution time per document, from
 ``pg_stat_statements`` and ``pg_stat_database`` (reset after the ingest, so they count the drain
 only). Embedder: ``hash`` at 384 dimensions, or ``openai-mock``: the OpenAI embedder against
-``ingestd mock openai`` with ``--latency-ms`` per request, micro-batched; the workers' summary of
-how full their requests were (``embed.batching`` log lines) is reported too.
+``ingestd mock openai`` (in its own process) with ``--latency-ms`` per request, micro-batched;
+the workers' summary of how full their requests were (``embed.batching`` log lines: inputs and
+tokens per request as shares of the request limits) is reported too. The mock enforces no rate
+limit, so the workers are given limits far above what they can send (``UNBOUND_LIMITS``): the
+shared limiter still runs per request, but never makes them wait.
+
+CPU per document is reported for the workers (their rusage), the database server (the postmaster,
+its live children and the reaped ones) and the mock, and how idle the whole machine was while the
+workers ran: on a machine with few cores, the sum says where the CPU-bound ceiling of a scenario
+lies (cores / CPU seconds per document), and no idle time says the scenario hit it.
 
 The machine may be shared: compare two code versions or settings back to back (``--env``, or
 ``PYTHONPATH`` at another checkout: the workers inherit it) and report ratios, not absolutes.
@@ -57,6 +66,13 @@ SHAPES = {"5kb": (1000, 5.0), "100kb": (200, 100.0)}
 DIMENSIONS = 384
 # The drain's own statements; the bench's queries on the side are not counted.
 OWN_QUERY_MARK = "/* bench_drain */"
+# The OpenAI mock has no rate limit; ingestd's default (OpenAI's first tier, 1M tokens a minute)
+# would cap a whole fleet at about 11 documents/s of 5 KB, and measure the limiter, not the drain.
+UNBOUND_LIMITS = json.dumps(
+    {"openai": {"requests_per_minute": 10_000_000, "tokens_per_minute": 10_000_000_000}}
+)
+MAX_INPUTS, MAX_TOKENS = 2048, 300_000  # the embedder's request limits unless set
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -76,9 +92,16 @@ class DrainResult:
     env: dict[str, str]
     embedder: str = "hash"
     embed_requests: int = 0
-    mean_request_fullness: float = 0.0
-    full_request_share: float = 0.0
+    mean_request_fullness: float = 0.0  # per request max(inputs share, tokens share), averaged
+    full_request_share: float = 0.0  # requests at least 90 % full
+    inputs_full: float = 0.0  # mean inputs per request / the per-request input limit
+    tokens_full: float = 0.0  # mean tokens per request / the per-request token limit
     peak_rss_mb: float = 0.0  # the largest worker's peak resident set
+    docs_per_second_busy: float = 0.0
+    worker_cpu_ms_per_doc: float = 0.0  # all worker processes together
+    db_cpu_ms_per_doc: float = 0.0
+    mock_cpu_ms_per_doc: float = 0.0
+    machine_idle: float = 0.0  # share of the machine's CPU time idle while the workers ran
 
 
 def make_corpus(shape: str, documents: int | None, into: Path) -> Path:
@@ -171,55 +194,137 @@ def worker_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+@dataclass
+class OpenAIMock:
+    """``ingestd mock openai`` running in a subprocess."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    key: str
+
+    def counters(self) -> dict[str, Any]:
+        answer = httpx.get(self.base_url.removesuffix("/v1") + "/_admin/counters")
+        return dict(answer.raise_for_status().json())
+
+    def worker_env(
+        self, max_inputs: int | None = None, concurrency: int | None = None
+    ) -> dict[str, str]:
+        """The workers' settings: the OpenAI embedder against this mock, with request limits."""
+        env = {
+            "INGESTD_EMBEDDER__PROVIDER": "openai",
+            "INGESTD_EMBEDDER__BASE_URL": self.base_url,
+            "INGESTD_EMBEDDER__API_KEY": self.key,
+            "INGESTD_TRAFFIC__LIMITS": UNBOUND_LIMITS,
+            "INGESTD_LOG_LEVEL": "INFO",
+            "INGESTD_LOG_FORMAT": "json",
+        }
+        if max_inputs:
+            env["INGESTD_EMBEDDER__MAX_INPUTS_PER_REQUEST"] = str(max_inputs)
+        if concurrency:
+            env["INGESTD_EMBEDDER__CONCURRENCY"] = str(concurrency)
+        return env
+
+
 @contextlib.contextmanager
-def openai_mock(latency_ms: float) -> Iterator[dict[str, str]]:
-    """``ingestd mock openai`` in a subprocess; yields the workers' embedder settings."""
+def openai_mock(latency_ms: float | None) -> Iterator[OpenAIMock]:
+    """``ingestd mock openai`` in a subprocess (its CPU apart from the workers' and ours)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     key = "sk-bench-" + secrets.token_hex(8)
     argv = [sys.executable, "-m", "ingestd", "mock", "openai", "--port", str(port)]
-    argv += ["--api-key", key, "--latency-ms", str(latency_ms), "--vectors", "token-hash"]
+    argv += ["--api-key", key, "--vectors", "token-hash"]
+    if latency_ms:
+        argv += ["--latency-ms", str(latency_ms)]
     server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        base = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(
-                    f"{base}/models", headers={"Authorization": f"Bearer {key}"}
-                ).is_success:
-                    break
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the OpenAI mock did not start")
-            time.sleep(0.2)
-        yield {
-            "INGESTD_EMBEDDER__PROVIDER": "openai",
-            "INGESTD_EMBEDDER__BASE_URL": base,
-            "INGESTD_EMBEDDER__API_KEY": key,
-            "INGESTD_LOG_LEVEL": "INFO",
-            "INGESTD_LOG_FORMAT": "json",
-        }
+        mock = OpenAIMock(server, f"http://127.0.0.1:{port}/v1", key)
+        wait_until_serving(mock)
+        yield mock
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def batching_summary(log_path: Path) -> tuple[int, float, float]:
-    """(requests, mean fullness, share of full requests) over the workers' ``embed.batching``."""
-    requests = full = 0
-    fullness = 0.0
+def wait_until_serving(mock: OpenAIMock) -> None:
+    """Wait for the mock to answer, then zero its counters (they count the drain only)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            models = httpx.get(
+                f"{mock.base_url}/models", headers={"Authorization": f"Bearer {mock.key}"}
+            )
+            if models.is_success:
+                reset = mock.base_url.removesuffix("/v1") + "/_admin/reset"
+                httpx.post(reset).raise_for_status()
+                return
+        if time.monotonic() > deadline or mock.process.poll() is not None:
+            raise SystemExit("the OpenAI mock did not start")
+        time.sleep(0.2)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid``: its own, its reaped children's and its live children's."""
+
+    def stat(p: int) -> list[str]:
+        text = Path(f"/proc/{p}/stat").read_text()
+        return text[text.rindex(")") + 2 :].split()  # the fields from the 3rd (state) on
+
+    own = stat(pid)
+    ticks = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat(int(entry.name))
+                if int(fields[1]) == pid:  # its parent
+                    ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(idle, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait; user .. steal
+
+
+def postmaster_pid(server: EmbeddedPostgres) -> int:
+    return int((server.pgdata / "postmaster.pid").read_text().split()[0])
+
+
+@dataclass
+class Batching:
+    """The workers' ``embed.batching`` summaries, added up."""
+
+    requests: int = 0
+    inputs: int = 0
+    tokens: int = 0
+    fullness_sum: float = 0.0
+    full: int = 0
+
+    def shares(self, max_inputs: int, max_tokens: int) -> dict[str, float]:
+        n = self.requests or 1
+        return {
+            "mean_request_fullness": round(self.fullness_sum / n, 4),
+            "full_request_share": round(self.full / n, 4),
+            "inputs_full": round(self.inputs / n / max_inputs, 4),
+            "tokens_full": round(self.tokens / n / max_tokens, 4),
+        }
+
+
+def batching_summary(log_path: Path) -> Batching:
+    """The workers' ``embed.batching`` log lines (one per worker, at exit), added up."""
+    total = Batching()
     for line in log_path.read_text(errors="replace").splitlines():
         if '"embed.batching"' not in line:
             continue
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, KeyError):
             entry = json.loads(line)
-            requests += entry["requests"]
-            fullness += entry["mean_fullness"] * entry["requests"]
-            full += entry["full_requests"]
-    if not requests:
-        return 0, 0.0, 0.0
-    return requests, round(fullness / requests, 4), round(full / requests, 4)
+            total.requests += entry["requests"]
+            total.inputs += entry["inputs"]
+            total.tokens += entry["tokens"]
+            total.fullness_sum += entry["mean_fullness"] * entry["requests"]
+            total.full += entry["full_requests"]
+    return total
 
 
 def run_drain(
@@ -230,19 +335,33 @@ def run_drain(
     extra_env: dict[str, str] | None = None,
     top: int = 0,
     embedder: str = "hash",
-    latency_ms: float = 150.0,
+    latency_ms: float | None = 150.0,
+    max_inputs: int | None = None,
+    embed_concurrency: int | None = None,
     profile_html: Path | None = None,
 ) -> DrainResult:
-    """Ingest ``corpus`` into a fresh embedded PostgreSQL and drain it with ``workers``."""
-    if embedder == "openai-mock":
-        with openai_mock(latency_ms) as mock_env:
-            result = run_drain(
-                corpus, workers, name=name, extra_env={**mock_env, **(extra_env or {})}, top=top
-            )
-        result.embedder = embedder
-        result.env = extra_env or {}
-        return result
-    extra_env = extra_env or {}
+    """Ingest ``corpus`` into a fresh embedded PostgreSQL and drain it with ``workers``
+    (``embedder="openai-mock"``: through the OpenAI mock, ``latency_ms`` per request, at most
+    ``max_inputs`` per request and ``embed_concurrency`` requests in flight per worker)."""
+    if embedder != "openai-mock":
+        return drain(corpus, workers, name, extra_env or {}, top, profile_html)
+    with openai_mock(latency_ms) as mock:
+        env = {**mock.worker_env(max_inputs, embed_concurrency), **(extra_env or {})}
+        result = drain(corpus, workers, name, env, top, profile_html, mock=mock.process)
+    result.embedder = embedder
+    result.env = extra_env or {}
+    return result
+
+
+def drain(
+    corpus: Path,
+    workers: int,
+    name: str,
+    extra_env: dict[str, str],
+    top: int,
+    profile_html: Path | None,
+    mock: subprocess.Popen[bytes] | None = None,
+) -> DrainResult:
     files = [p for p in corpus.rglob("*") if p.is_file() and p.name != "manifest.json"]
     megabytes = sum(p.stat().st_size for p in files) / 1e6
     base = Path(tempfile.mkdtemp(prefix="ingestd-drain-"))
@@ -259,6 +378,9 @@ def run_drain(
         reset_stats(url)
         env = worker_env(settings, extra_env)
         log_path = base / "workers.log"
+        cpu_of = [postmaster_pid(server)] + ([mock.pid] if mock else [])
+        cpu_before = [process_cpu_seconds(pid) for pid in cpu_of]
+        machine_before = machine_cpu()
         started = time.perf_counter()
         command = [sys.executable, "-m", "ingestd", "worker", "--burst"]
         if profile_html is not None:  # one profiled worker: pyinstrument around the same command
@@ -268,12 +390,14 @@ def run_drain(
                 subprocess.Popen(command, env=env, stderr=log_file, stdout=log_file)
                 for _ in range(workers)
             ]
-            codes, peak_rss_mb = wait_all(procs)
+            codes, peak_rss_mb, worker_cpu = wait_all(procs)
         wall = time.perf_counter() - started
-        embed_requests, fullness, full_share = batching_summary(log_path)
+        idle, total = (a - b for a, b in zip(machine_cpu(), machine_before, strict=True))
+        batching = batching_summary(log_path)
         if codes != [0] * workers:
             sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
         statements, commits, exec_ms, done, busy = read_stats(url)
+        cpu = [process_cpu_seconds(pid) - b for pid, b in zip(cpu_of, cpu_before, strict=True)]
         for calls, ms, query in top_statements(url, top):
             print(f"{calls:>8} calls {ms:>10.1f} ms  {query}", file=sys.stderr)
     finally:
@@ -281,6 +405,10 @@ def run_drain(
         shutil.rmtree(base, ignore_errors=True)
     if codes != [0] * workers or done != len(files):
         raise SystemExit(f"drain failed: exit codes {codes}, {done}/{len(files)} complete")
+    limits = (
+        int(extra_env.get("INGESTD_EMBEDDER__MAX_INPUTS_PER_REQUEST", MAX_INPUTS)),
+        int(extra_env.get("INGESTD_EMBEDDER__MAX_TOKENS_PER_REQUEST", MAX_TOKENS)),
+    )
     return DrainResult(
         corpus=name or corpus.name,
         workers=workers,
@@ -295,22 +423,28 @@ def run_drain(
         commits_per_doc=round(commits / done, 2),
         db_ms_per_doc=round(exec_ms / done, 3),
         env=extra_env,
-        embed_requests=embed_requests,
-        mean_request_fullness=fullness,
-        full_request_share=full_share,
+        embed_requests=batching.requests,
+        **(batching.shares(*limits) if batching.requests else {}),
         peak_rss_mb=round(peak_rss_mb, 1),
+        docs_per_second_busy=round(done / busy, 2) if busy else 0.0,
+        worker_cpu_ms_per_doc=round(worker_cpu * 1000 / done, 2),
+        db_cpu_ms_per_doc=round(cpu[0] * 1000 / done, 2),
+        mock_cpu_ms_per_doc=round(cpu[1] * 1000 / done, 2) if mock else 0.0,
+        machine_idle=round(idle / total, 3) if total else 0.0,
     )
 
 
-def wait_all(procs: list[subprocess.Popen[bytes]]) -> tuple[list[int], float]:
-    """Exit codes of ``procs`` and the largest peak RSS (MB) among them, from wait4."""
-    codes, peak = [], 0.0
+def wait_all(procs: list[subprocess.Popen[bytes]]) -> tuple[list[int], float, float]:
+    """Exit codes of ``procs``, the largest peak RSS (MB) among them and their CPU seconds
+    together, from wait4."""
+    codes, peak, cpu = [], 0.0, 0.0
     for proc in procs:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         codes.append(proc.returncode)
         peak = max(peak, usage.ru_maxrss / 1024)  # Linux: kilobytes
-    return codes, peak
+        cpu += usage.ru_utime + usage.ru_stime
+    return codes, peak, cpu
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -329,11 +463,14 @@ def show(result: DrainResult) -> str:
         f"(busy {result.busy_seconds:.2f} s) -> {result.docs_per_second:.1f} docs/s, "
         f"{result.mb_per_second:.2f} MB/s ({result.mb_per_second_busy:.2f} busy); "
         f"per doc {result.statements_per_doc:.1f} statements, "
-        f"{result.commits_per_doc:.2f} commits, {result.db_ms_per_doc:.2f} ms DB"
+        f"{result.commits_per_doc:.2f} commits, {result.db_ms_per_doc:.2f} ms DB; "
+        f"CPU ms per doc: workers {result.worker_cpu_ms_per_doc:.1f}, "
+        f"database {result.db_cpu_ms_per_doc:.1f}, mock {result.mock_cpu_ms_per_doc:.1f}; "
+        f"machine {result.machine_idle:.0%} idle"
         + (
             f"; {result.embed_requests} embedding requests, "
-            f"{result.mean_request_fullness:.0%} full on average, "
-            f"{result.full_request_share:.0%} at least 90 % full"
+            f"{result.inputs_full:.0%} full by inputs and {result.tokens_full:.0%} by tokens "
+            f"on average, {result.full_request_share:.0%} at least 90 % full"
             if result.embed_requests
             else ""
         )
@@ -352,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=0, help="print the N costliest statements")
     parser.add_argument("--embedder", choices=("hash", "openai-mock"), default="hash")
     parser.add_argument("--latency-ms", type=float, default=150.0, help="openai-mock latency")
+    parser.add_argument("--max-inputs", type=int, default=None, help="inputs per request")
+    parser.add_argument(
+        "--embed-concurrency", type=int, default=None, help="requests in flight per worker"
+    )
     args = parser.parse_args(argv)
     into = args.corpus_dir or Path(tempfile.mkdtemp(prefix="ingestd-drain-corpus-"))
     extra = parse_env(args.env)
@@ -368,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                     top=args.top,
                     embedder=args.embedder,
                     latency_ms=args.latency_ms,
+                    max_inputs=args.max_inputs,
+                    embed_concurrency=args.embed_concurrency,
                 )
                 print(show(result), file=sys.stderr, flush=True)
                 results.append(asdict(result))

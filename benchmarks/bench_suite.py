@@ -10,8 +10,10 @@ Scenarios (each on a fresh embedded PostgreSQL 18, hash embedder at 384 dimensio
     a mock 384-dimension embedding, PGVectorStore with HNSW) in its own virtualenv
     (``.venv-bench-peer``, created from PyPI on first use; never an ingestd dependency);
   * latency-bound drain: embedding through the OpenAI mock at 150 ms per request (8 inputs per
-    request, one request in flight per worker), 1 and 8 processes: scaling efficiency;
-  * request fullness: the same backlog through the OpenAI mock without latency, default request
+    request, one request in flight per worker), 1 and 8 processes: scaling efficiency over the
+    busy window, and the CPU per document of the workers, the database and the mock (whether
+    the machine's cores, not the latency, bound the 8 processes);
+  * request fullness: the 5 KB backlog through the OpenAI mock without latency, default request
     limits (2,048 inputs / 300,000 tokens): inputs and tokens per request as a share of the cap;
   * peak RSS of one worker on a single 10 MB Markdown document.
 
@@ -27,7 +29,6 @@ import datetime
 import json
 import os
 import platform
-import secrets
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,8 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_drain import DrainResult, make_corpus, run_drain  # noqa: E402
 
 from ingestd.db.embedded import SUPERUSER, EmbeddedPostgres  # noqa: E402
-from ingestd.mocks import BackgroundServer, free_port  # noqa: E402
-from ingestd.mocks.openai import build_behaviour, create_app  # noqa: E402
+from ingestd.mocks import free_port  # noqa: E402
 
 PEER_VENV = ROOT / ".venv-bench-peer"
 PEER_REQUIREMENTS = [
@@ -72,12 +71,12 @@ class PeerResult:
 class Scale:
     workers: list[int]
     documents: dict[str, int | None]
-    latency_documents: int
+    latency_documents: dict[int, int]  # worker processes -> documents (enough to keep them busy)
     big_document_kb: int
 
 
-FULL = Scale([1, 2, 4, 8], {"5kb": None, "100kb": None}, 400, 10 * 1024)
-QUICK = Scale([1, 2], {"5kb": 40, "100kb": 6}, 24, 1024)
+FULL = Scale([1, 2, 4, 8], {"5kb": None, "100kb": None}, {1: 300, 8: 2400}, 10 * 1024)
+QUICK = Scale([1, 2], {"5kb": 40, "100kb": 6}, {1: 24, 2: 48}, 1024)
 
 
 # -- the peer -------------------------------------------------------------------------------------
@@ -138,47 +137,23 @@ def run_peer(python: Path, corpus: Path, name: str) -> PeerResult:
 # -- ingestd through the OpenAI mock --------------------------------------------------------------
 
 
-def drain_through_mock(
-    corpus: Path,
-    workers: int,
-    *,
-    name: str,
-    latency_ms: float | None,
-    max_inputs: int | None,
-    concurrency: int | None,
-) -> tuple[DrainResult, dict[str, float]]:
-    """A drain whose embeddings go to the OpenAI mock; returns the drain and the mock's counters."""
-    key = "sk-bench-" + secrets.token_hex(12)
-    behaviour = build_behaviour(api_key=key, latency_ms=latency_ms)
-    env = {
-        "INGESTD_EMBEDDER__PROVIDER": "openai",
-        "INGESTD_EMBEDDER__API_KEY": key,
-        "INGESTD_EMBEDDER__DIMENSIONS": "384",
-    }
-    if max_inputs:
-        env["INGESTD_EMBEDDER__MAX_INPUTS_PER_REQUEST"] = str(max_inputs)
-    if concurrency:
-        env["INGESTD_EMBEDDER__CONCURRENCY"] = str(concurrency)
-    with BackgroundServer(create_app(behaviour)) as server:
-        env["INGESTD_EMBEDDER__BASE_URL"] = f"{server.url}/v1"
-        result = run_drain(corpus, workers, name=name, extra_env=env)
-        counters = server.app.state.mock.counters.snapshot()
-    return result, counters
+def latency_bound(corpus: Path, workers: int) -> DrainResult:
+    """The issue's latency-bound scenario: 150 ms per request, 8 inputs per request, one request
+    in flight per worker."""
+    return run_drain(
+        corpus,
+        workers,
+        name="5kb",
+        embedder="openai-mock",
+        latency_ms=150,
+        max_inputs=8,
+        embed_concurrency=1,
+    )
 
 
-def fullness(
-    counters: dict[str, Any], max_inputs: int = 2048, max_tokens: int = 300_000
-) -> dict[str, float]:
-    requests = float(counters.get("requests") or 0) or 1.0
-    inputs = float(counters.get("embeddings") or 0) / requests
-    tokens = float(counters.get("tokens") or 0) / requests
-    return {
-        "requests": requests,
-        "inputs_per_request": round(inputs, 1),
-        "tokens_per_request": round(tokens, 1),
-        "inputs_full": round(inputs / max_inputs, 3),
-        "tokens_full": round(tokens / max_tokens, 3),
-    }
+def backlog_fullness(corpus: Path) -> DrainResult:
+    """One worker drains ``corpus`` through the mock at the default request limits."""
+    return run_drain(corpus, 1, name="5kb", embedder="openai-mock", latency_ms=None)
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -225,7 +200,7 @@ def report(
     drains: list[DrainResult],
     peers: list[PeerResult],
     latency: list[DrainResult],
-    full: dict[str, float],
+    full: DrainResult | None,
     big: DrainResult | None,
     plots: list[str],
     profile: str | None,
@@ -282,28 +257,16 @@ def report(
         lines.append("The peer was not run (`--no-peer`).")
     lines += [""] + [f"![{name}]({name})" for name in plots]
     if latency:
-        one = next((d for d in latency if d.workers == 1), None)
-        lines += [
-            "",
-            "## Latency-bound drain (OpenAI mock, 150 ms per request, 8 inputs per request, "
-            "one request in flight per worker)",
-            "",
-            "| processes | documents/s | MB/s | scaling efficiency (vs N x one process) |",
-            "|---|---|---|---|",
-        ]
-        for d in latency:
-            eff = d.docs_per_second / (d.workers * one.docs_per_second) if one else 0.0
-            lines.append(
-                f"| {d.workers} | {d.docs_per_second:.1f} | {d.mb_per_second:.2f} | {eff:.0%} |"
-            )
+        lines += latency_section(latency)
     if full:
         lines += [
             "",
             "## Request fullness during a backlog drain (OpenAI mock, default request caps)",
             "",
-            f"{full['requests']:.0f} requests; {full['inputs_per_request']:.0f} inputs "
-            f"({full['inputs_full']:.0%} of 2,048) and {full['tokens_per_request']:.0f} tokens "
-            f"({full['tokens_full']:.0%} of 300,000) per request on average.",
+            f"One worker, {full.documents} documents: {full.embed_requests} requests, "
+            f"{full.inputs_full:.0%} full by inputs (of 2,048) and {full.tokens_full:.0%} by "
+            f"tokens (of 300,000) on average; {full.full_request_share:.0%} of the requests at "
+            "least 90 % full (the last request of a drain carries what is left).",
         ]
     if big:
         lines += [
@@ -326,6 +289,38 @@ def report(
         "",
     ]
     return "\n".join(lines)
+
+
+def latency_section(latency: list[DrainResult]) -> list[str]:
+    one = next((d for d in latency if d.workers == 1), None)
+    lines = [
+        "",
+        "## Latency-bound drain (OpenAI mock, 150 ms per request, 8 inputs per request, "
+        "one request in flight per worker)",
+        "",
+        "Documents/s over the busy window (first claim to last completion; the processes' "
+        "start-up is not in it). CPU ms per document: all the workers, the database server, "
+        "the mock; cores divided by their sum is the most documents/s this machine's CPU "
+        "allows, whatever the latency. Machine idle: the share of all cores' time nobody used "
+        "while the workers ran (near 0: the scenario was bound by the CPU, not the latency).",
+        "",
+        "| processes | documents | documents/s (busy) | scaling efficiency (vs N x one process) "
+        "| CPU ms/doc workers / database / mock | CPU-bound ceiling, documents/s "
+        "| machine idle |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in latency:
+        rate = d.docs_per_second_busy
+        base = one.docs_per_second_busy if one else 0.0
+        eff = rate / (d.workers * base) if base else 0.0
+        cpu = d.worker_cpu_ms_per_doc + d.db_cpu_ms_per_doc + d.mock_cpu_ms_per_doc
+        ceiling = f"{(os.cpu_count() or 1) * 1000 / cpu:.0f}" if cpu else "-"
+        lines.append(
+            f"| {d.workers} | {d.documents} | {rate:.1f} | {eff:.0%} "
+            f"| {d.worker_cpu_ms_per_doc:.1f} / {d.db_cpu_ms_per_doc:.1f} / "
+            f"{d.mock_cpu_ms_per_doc:.1f} | {ceiling} | {d.machine_idle:.0%} |"
+        )
+    return lines
 
 
 def busy_wall(run: DrainResult | None) -> str:
@@ -364,18 +359,12 @@ def main(argv: list[str] | None = None) -> int:
             if python is not None:
                 peers.append(run_peer(python, corpus, shape))
                 print(f"peer {shape}: {peers[-1].mb_per_second} MB/s", flush=True)
-        small = make_corpus("5kb", scale.latency_documents, work / "latency")
-        latency = []
-        for workers in (1, max(scale.workers)):
-            result, _ = drain_through_mock(
-                small, workers, name="5kb", latency_ms=150, max_inputs=8, concurrency=1
-            )
-            latency.append(result)
+        latency = [
+            latency_bound(make_corpus("5kb", count, work / f"latency-{workers}"), workers)
+            for workers, count in scale.latency_documents.items()
+        ]
         backlog = make_corpus("5kb", scale.documents["5kb"], work)
-        _, counters = drain_through_mock(
-            backlog, 1, name="5kb", latency_ms=None, max_inputs=None, concurrency=None
-        )
-        full = fullness(counters)
+        full = backlog_fullness(backlog)
         big_corpus = work / "big"
         big_corpus.mkdir()
         big_doc = make_corpus("100kb", 1, big_corpus)
@@ -410,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 "drains": [asdict(d) for d in drains],
                 "peers": [asdict(p) for p in peers],
                 "latency": [asdict(d) for d in latency],
-                "fullness": full,
+                "fullness": asdict(full),
                 "big": asdict(big),
             },
             indent=2,

@@ -204,8 +204,15 @@ def micro_batched(settings: Settings, embedder: Embedder) -> Embedder:
         max_tokens=config.max_tokens_per_request,
         max_tokens_per_input=config.max_tokens_per_input,
     )
-    linger = settings.embed_batching.linger_ms / 1000
-    return MicroBatcher(embedder, limits, linger_seconds=linger, truncate=config.truncate)
+    batching = settings.embed_batching
+    return MicroBatcher(
+        embedder,
+        limits,
+        linger_seconds=batching.linger_ms / 1000,
+        truncate=config.truncate,
+        fill_wait_seconds=batching.fill_wait_ms / 1000,
+        max_in_flight=config.concurrency,
+    )
 
 
 def build_ports(
@@ -261,7 +268,19 @@ class App:
             embed_slice=self.settings.worker.embed_slice,
             faults=FaultPoints(self.settings.faults),
         )
-        return Worker(self.db, store, pipeline, self.settings.worker, burst=burst)
+        from ingestd.embedders.microbatch import MicroBatcher
+
+        batching = self.settings.embed_batching
+        fill = self.ports.embedder if batching.fill else None
+        return Worker(
+            self.db,
+            store,
+            pipeline,
+            self.settings.worker,
+            burst=burst,
+            fill=fill if isinstance(fill, MicroBatcher) else None,
+            fill_max_jobs=batching.fill_max_jobs,
+        )
 
 
 def process_id() -> str:

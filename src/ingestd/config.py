@@ -442,7 +442,27 @@ class EmbedBatchingSettings(BaseModel):
         50.0,
         ge=0,
         le=10_000,
-        description="Longest an input waits for a request to fill before a partial one is sent.",
+        description="Longest an input waits for a request to fill before a partial one is sent "
+        "(where no worker drives the filling).",
+    )
+    fill: bool = Field(
+        True,
+        description="A worker fills its requests: while every batch it runs waits on the "
+        "embedder, it claims more jobs (beyond `worker.concurrency`) instead of sending a "
+        "partial request, and sends the partial request at once when it can claim nothing.",
+    )
+    fill_wait_ms: float = Field(
+        5_000.0,
+        ge=0,
+        le=60_000,
+        description="With `fill`: longest an input waits for its request to fill while the "
+        "worker is still producing input (parsing, chunking other documents).",
+    )
+    fill_max_jobs: int = Field(
+        1024,
+        ge=1,
+        le=100_000,
+        description="With `fill`: most jobs a worker holds while filling requests.",
     )
 
 

@@ -5,6 +5,11 @@ one statement. A heartbeat task extends the leases of every held job; a job whos
 worker took over is dropped (the fenced writes would match nothing anyway). LISTEN/NOTIFY wakes
 an idle worker when work arrives, with polling as the fallback. SIGTERM/SIGINT stop claiming, let
 running stages finish within the grace period and release the rest; a second signal exits at once.
+
+With a micro-batched remote embedder (``fill``), the worker also fills its requests: while every
+batch it runs waits on the embedder and the next request has room, it claims another batch beyond
+``concurrency``; when it can claim nothing, it sends the partial request at once
+(docs/decisions/0009-drain-performance.md).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import signal
 import socket
 import uuid
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import psycopg
 import structlog
@@ -35,6 +41,20 @@ log = structlog.get_logger(__name__)
 NOTIFY_CHANNEL = "ingestd_jobs"
 
 
+class RequestFill(Protocol):
+    """What the fill rule needs from the micro-batcher (ingestd.embedders.microbatch)."""
+
+    @property
+    def waiting_calls(self) -> int: ...
+
+    @property
+    def hungry(self) -> bool: ...
+
+    def drive(self, wake: Callable[[], None]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -50,6 +70,8 @@ class Worker:
         settings: WorkerSettings,
         *,
         burst: bool = False,
+        fill: RequestFill | None = None,
+        fill_max_jobs: int = 1024,
     ) -> None:
         self.db = db
         self.store = store
@@ -64,6 +86,10 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._signals = 0
+        self.fill = fill
+        self.fill_max_jobs = fill_max_jobs
+        if fill is not None:
+            fill.drive(self._wake.set)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -131,17 +157,34 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self.stopping:
-            free = self.settings.concurrency - len(self.held)
+            self._wake.clear()
+            room = self._room()
             claimed: list[ClaimedJob] = []
-            if free > 0:
-                self._wake.clear()
-                claimed = await self._claim(min(free, self.settings.batch_size))
+            if room > 0:
+                claimed = await self._claim(min(room, self.settings.batch_size))
                 if claimed:
                     self._start_batch(claimed)
                     continue
+            if self.fill is not None and self.fill.hungry and self._waiting_on_embedder():
+                self.fill.flush()  # no more input can come: the partial request goes now
             if self.burst and not claimed and not self._tasks:
                 return
             await self._wait_for_wake()
+
+    def _room(self) -> int:
+        """Jobs to claim now: free capacity, or one more batch when only more jobs can fill the
+        embedder's next request (the fill rule)."""
+        free = self.settings.concurrency - len(self.held)
+        if free > 0:
+            return free
+        fill = self.fill
+        if fill is None or not fill.hungry or not self._waiting_on_embedder():
+            return 0
+        return min(self.settings.batch_size, self.fill_max_jobs - len(self.held))
+
+    def _waiting_on_embedder(self) -> bool:
+        """Every running batch waits on the micro-batcher: no input is on its way."""
+        return self.fill is not None and 0 < len(self._tasks) <= self.fill.waiting_calls
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         try:

@@ -41,8 +41,10 @@ def test_four_workers_share_one_limit_without_429s(settings: Settings, tmp_path:
             "INGESTD_TRAFFIC__LIMITS__OPENAI__WINDOW_SECONDS": str(WINDOW),
             # A burst this small leaves little room for a busy CPU delaying a send; aim lower.
             "INGESTD_TRAFFIC__HEADROOM": "0.8",
-            # One document per batch: one embedding request per document.
+            # One document per batch: one embedding request per document (the fill rule would
+            # merge a worker's documents into a few requests, so it is off).
             "INGESTD_WORKER__BATCH_SIZE": "1",
+            "INGESTD_EMBED_BATCHING__FILL": "false",
             "INGESTD_WORKER__CONCURRENCY": "8",
         }
         workers = [WorkerProcess(settings, tmp_path / "logs", **env) for _ in range(4)]

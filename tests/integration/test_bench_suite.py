@@ -15,12 +15,18 @@ def test_a_tiny_suite_writes_its_report_and_plots(tmp_path: Path) -> None:
     work.chmod(0o755)
     corpus = bench_suite.make_corpus("5kb", 3, work)
     drain = bench_suite.run_drain(corpus, 1, name="5kb")
-    through_mock, counters = bench_suite.drain_through_mock(
-        corpus, 1, name="5kb", latency_ms=5, max_inputs=8, concurrency=1
+    through_mock = bench_suite.run_drain(
+        corpus,
+        1,
+        name="5kb",
+        embedder="openai-mock",
+        latency_ms=5,
+        max_inputs=8,
+        embed_concurrency=1,
     )
-    full = bench_suite.fullness(counters, max_inputs=8)
     assert drain.documents == through_mock.documents == 3
-    assert counters["requests"] >= 1 and 0 < full["inputs_full"] <= 1
+    assert through_mock.embed_requests >= 1 and 0 < through_mock.inputs_full <= 1
+    assert 0 < through_mock.tokens_full <= 1 and through_mock.worker_cpu_ms_per_doc > 0
     peer = bench_suite.PeerResult("5kb", 3, drain.megabytes, 9, 1.0, drain.megabytes)
     plots = bench_suite.plot(tmp_path, [drain], [peer])
     text = bench_suite.report(
@@ -29,7 +35,7 @@ def test_a_tiny_suite_writes_its_report_and_plots(tmp_path: Path) -> None:
         drains=[drain],
         peers=[peer],
         latency=[through_mock],
-        full=full,
+        full=through_mock,
         big=drain,
         plots=plots,
         profile=None,
@@ -37,3 +43,4 @@ def test_a_tiny_suite_writes_its_report_and_plots(tmp_path: Path) -> None:
     )
     assert (tmp_path / "drain-5kb.png").stat().st_size > 1000
     assert "| 5kb | 1 | 3 |" in text and "LlamaIndex" in text and "scaling efficiency" in text
+    assert "by tokens" in text

@@ -196,8 +196,10 @@ async def test_embedding_stops_at_the_budget_and_resumes_when_raised(
     tight = BudgetSettings(service="openai", tokens=1500)
     settings = openai_settings(make_settings, server, budgets=[tight], budget_recheck_seconds=60)
     # One batch of 4 at a time: a budget is checked before each call, so concurrent batches
-    # may each make one more call (the overshoot is bounded by the calls in flight).
+    # may each make one more call (the overshoot is bounded by the calls in flight). The fill
+    # rule would hold more batches' calls for one request, so it is off here.
     settings.worker.batch_size = settings.worker.concurrency = 4
+    settings.embed_batching.fill = False
     async with open_app(settings) as app:
         await ingest(app, texts)
         assert await app.worker(burst=True).run() == 0  # exits: the rest is parked

@@ -152,3 +152,64 @@ async def test_a_cancelled_callers_queued_inputs_are_not_sent() -> None:
     assert len(kept.vectors) == 2
     assert inner.requests == [texts("kept", 2)]
     await mb.aclose()
+
+
+# -- the fill rule: a worker drives the batcher ---------------------------------------------------
+
+
+class SlowEmbedder(FakeEmbedder):
+    """Answers only when ``answer`` is set, so a request stays in flight as long as a test needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        await self.answer.wait()
+        return await super().embed(texts)
+
+
+async def test_a_driven_batcher_holds_a_partial_request_until_the_worker_flushes() -> None:
+    inner = FakeEmbedder()
+    mb = MicroBatcher(
+        inner,
+        BatchLimits(max_inputs=8, max_tokens=1000),
+        linger_seconds=0.001,
+        fill_wait_seconds=60,
+        count=words,
+    )
+    wakes: list[int] = []
+    mb.drive(lambda: wakes.append(mb.waiting_calls))
+    call = asyncio.create_task(mb.embed(texts("a", 3)))
+    await asyncio.sleep(0.05)  # fifty times the undriven linger: still queued
+    assert inner.requests == [] and mb.waiting_calls == 1 and mb.hungry
+    assert wakes == [1]  # the worker heard that a call waits
+    mb.flush()
+    result = await call
+    assert len(result.vectors) == 3 and inner.requests == [texts("a", 3)]
+    assert mb.stats.by_idle == 1 and mb.stats.by_linger == 0
+    assert mb.waiting_calls == 0 and len(wakes) == 2  # and that the request was answered
+
+
+async def test_a_driven_batcher_still_sends_full_requests_at_once() -> None:
+    inner = FakeEmbedder()
+    mb = batcher(inner, max_inputs=4, linger=60)
+    mb.drive(lambda: None)
+    result = await asyncio.wait_for(mb.embed(texts("a", 8)), timeout=5)
+    assert [len(r) for r in inner.requests] == [4, 4] and len(result.vectors) == 8
+    assert mb.stats.full_requests == 2
+
+
+async def test_a_driven_batcher_is_not_hungry_with_max_in_flight_requests_unanswered() -> None:
+    inner = SlowEmbedder()
+    mb = MicroBatcher(
+        inner, BatchLimits(max_inputs=2), linger_seconds=60, count=words, max_in_flight=1
+    )
+    mb.drive(lambda: None)
+    call = asyncio.create_task(mb.embed(texts("a", 3)))  # one full request leaves, one input waits
+    await asyncio.sleep(0.01)
+    assert not mb.hungry and mb.waiting_calls == 1
+    inner.answer.set()
+    mb.flush()
+    assert len((await call).vectors) == 3
+    assert mb.hungry

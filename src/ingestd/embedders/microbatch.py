@@ -49,6 +49,7 @@ class BatchingStats:
     fullness_sum: float = 0.0  # per request: max(inputs fraction, tokens fraction)
     full_requests: int = 0  # requests at least FULL_FRACTION full
     by_linger: int = 0  # requests sent because the linger expired, not because they were full
+    by_idle: int = 0  # partial requests sent because the worker could add nothing more
 
     @property
     def mean_fullness(self) -> float:
@@ -62,6 +63,7 @@ class BatchingStats:
             "mean_fullness": round(self.mean_fullness, 4),
             "full_requests": self.full_requests,
             "by_linger": self.by_linger,
+            "by_idle": self.by_idle,
         }
 
 
@@ -107,6 +109,8 @@ class MicroBatcher:
         linger_seconds: float,
         truncate: bool = False,
         count: Callable[[str], int] = count_tokens,
+        fill_wait_seconds: float | None = None,
+        max_in_flight: int = 4,
     ) -> None:
         self.inner = inner
         self.model = inner.model
@@ -121,6 +125,10 @@ class MicroBatcher:
         self._queued_tokens = 0
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self.fill_wait_seconds = linger_seconds if fill_wait_seconds is None else fill_wait_seconds
+        self.max_in_flight = max(1, max_in_flight)
+        self._waiting = 0  # embed calls waiting for their vectors
+        self._wake: Callable[[], None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Anything else the inner embedder offers (its rate-limit snapshot, say).
@@ -147,11 +155,15 @@ class MicroBatcher:
         if call.pending == 0:
             call.finish()
         self._dispatch(loop)
+        self._waiting += 1
+        self._signal()
         try:
             return await call.future
         except asyncio.CancelledError:
             call.cancelled = True  # its queued inputs are dropped, not sent
             raise
+        finally:
+            self._waiting -= 1
 
     async def aclose(self) -> None:
         self._flush()
@@ -161,6 +173,36 @@ class MicroBatcher:
         close = getattr(self.inner, "aclose", None)
         if close is not None:
             await close()
+
+    # -- the fill rule, driven by a worker ----------------------------------------------------
+
+    def drive(self, wake: Callable[[], None]) -> None:
+        """A worker fills the requests: ``wake`` is called whenever a call starts waiting or a
+        request is answered, and partial requests wait up to ``fill_wait_seconds``."""
+        self._wake = wake
+
+    @property
+    def waiting_calls(self) -> int:
+        """Embed calls waiting for their vectors (queued or in a request)."""
+        return self._waiting
+
+    @property
+    def hungry(self) -> bool:
+        """Whether more input would go out soon: the next request has room and fewer than
+        ``max_in_flight`` requests are unanswered."""
+        return not self._full() and len(self._sending) < self.max_in_flight
+
+    def flush(self) -> None:
+        """The worker can add nothing more: send what is queued now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._queue:
+            self._send(self._take(), by_linger=False, by_idle=True)
+
+    def _signal(self) -> None:
+        if self._wake is not None:
+            self._wake()
 
     # -- queue --------------------------------------------------------------------------------
 
@@ -181,7 +223,8 @@ class MicroBatcher:
         while self._full():
             self._send(self._take(), by_linger=False)
         if self._queue and self._timer is None:
-            self._timer = loop.call_later(self.linger_seconds, self._flush)
+            linger = self.linger_seconds if self._wake is None else self.fill_wait_seconds
+            self._timer = loop.call_later(linger, self._flush)
 
     def _flush(self) -> None:
         """The linger expired (or we close): send everything queued."""
@@ -215,13 +258,17 @@ class MicroBatcher:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _send(self, request: list[_Input], *, by_linger: bool) -> None:
+    def _send(self, request: list[_Input], *, by_linger: bool, by_idle: bool = False) -> None:
         if not request:
             return
-        self._note(request, by_linger)
+        self._note(request, by_linger, by_idle)
         task = asyncio.get_running_loop().create_task(self._request(request))
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._signal()
 
     async def _request(self, request: list[_Input]) -> None:
         try:
@@ -263,7 +310,7 @@ class MicroBatcher:
             if calls[key].pending == 0:
                 calls[key].finish()
 
-    def _note(self, request: list[_Input], by_linger: bool) -> None:
+    def _note(self, request: list[_Input], by_linger: bool, by_idle: bool) -> None:
         tokens = sum(item.tokens for item in request)
         inputs_fraction = len(request) / self.limits.max_inputs
         tokens_fraction = tokens / self.limits.max_tokens
@@ -275,6 +322,7 @@ class MicroBatcher:
         stats.fullness_sum += fullness
         stats.full_requests += fullness >= FULL_FRACTION
         stats.by_linger += by_linger
+        stats.by_idle += by_idle
         log.debug(
             "embed.request",
             inputs=len(request),
@@ -282,6 +330,7 @@ class MicroBatcher:
             inputs_fraction=round(inputs_fraction, 4),
             tokens_fraction=round(tokens_fraction, 4),
             by_linger=by_linger,
+            by_idle=by_idle,
         )
 
 
