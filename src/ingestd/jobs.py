@@ -292,12 +292,12 @@ async def write_vectors(
     rows = [r for r in rows if r[0] in job_ids]
     if not rows:
         return 0
-    cur = await conn.execute(QUERIES["next_vector_batch"], {"ids": list(job_ids)})
+    cur = await conn.execute(
+        QUERIES["replace_vectors_batch_no"],
+        {"ids": list(job_ids), "chunk_ids": [r[1] for r in rows]},
+    )
     batch_row = await cur.fetchone()
     batch_no = int(batch_row[0]) if batch_row else 0
-    await conn.execute(
-        QUERIES["delete_vectors"], {"ids": list(job_ids), "chunk_ids": [r[1] for r in rows]}
-    )
     async with conn.cursor().copy(QUERIES["copy_vector_buffer"]) as copy:
         copy.set_types(["uuid", "text", "int4", "vector"])
         for job_id, chunk_id, vector in rows:
@@ -311,11 +311,11 @@ async def unfinished_jobs(conn: Conn, job_ids: Sequence[uuid.UUID]) -> set[uuid.
 
 
 async def finalize_chunks(conn: Conn, job_ids: set[uuid.UUID]) -> None:
-    """Swap the documents' chunks for the buffered ones and clear the buffers."""
+    """Swap the documents' chunks for the buffered ones, emptying the buffers (two statements:
+    the old chunks go first, as the new ones may carry the same ids)."""
     ids = {"ids": list(job_ids)}
     await conn.execute(QUERIES["delete_document_chunks"], ids)
     await conn.execute(QUERIES["finalize_chunks"], ids)
-    await conn.execute(QUERIES["clear_buffers"], ids)
 
 
 def is_illegal_transition(exc: BaseException) -> bool:

@@ -131,14 +131,18 @@ WHERE c.job_id = ANY(%(ids)s) AND v.chunk_id IS NULL
 ORDER BY c.job_id, c.ordinal
 LIMIT %(limit)s
 
--- name: delete_vectors
-DELETE FROM document_vector_buffer WHERE job_id = ANY(%(ids)s) AND chunk_id = ANY(%(chunk_ids)s)
+-- name: replace_vectors_batch_no
+-- Drops the rows about to be rewritten (a slice stored again after a lost commit) and returns
+-- the next batch number of these jobs, in one round trip. Every part of the statement sees the
+-- same snapshot, so the maximum still counts the rows being deleted: the number is fresh.
+WITH gone AS (
+    DELETE FROM document_vector_buffer
+    WHERE job_id = ANY(%(ids)s) AND chunk_id = ANY(%(chunk_ids)s)
+)
+SELECT coalesce(max(batch_no), -1) + 1 FROM document_vector_buffer WHERE job_id = ANY(%(ids)s)
 
 -- name: copy_vector_buffer
 COPY document_vector_buffer (job_id, chunk_id, batch_no, embedding) FROM STDIN (FORMAT BINARY)
-
--- name: next_vector_batch
-SELECT coalesce(max(batch_no), -1) + 1 FROM document_vector_buffer WHERE job_id = ANY(%(ids)s)
 
 -- name: unfinished_jobs
 SELECT c.job_id FROM document_chunk_buffer c
@@ -153,18 +157,23 @@ WHERE j.id = ANY(%(ids)s) AND c.document_id = j.document_id
   AND EXISTS (SELECT 1 FROM document_chunk_buffer b WHERE b.job_id = j.id)
 
 -- name: finalize_chunks
+-- Moves the buffered rows into chunks with one statement: the buffers' rows are deleted and
+-- their contents inserted in the same scan (the caller has checked that every chunk has its
+-- vector, under the same fenced transaction).
+WITH b AS (
+    DELETE FROM document_chunk_buffer WHERE job_id = ANY(%(ids)s)
+    RETURNING job_id, chunk_id, ordinal, text, token_count, heading_path, page
+), v AS (
+    DELETE FROM document_vector_buffer WHERE job_id = ANY(%(ids)s)
+    RETURNING job_id, chunk_id, embedding
+)
 INSERT INTO chunks (id, document_id, owner, ordinal, text, token_count, heading_path, page,
                     embedding_model, embedding)
 SELECT b.chunk_id, j.document_id, j.owner, b.ordinal, b.text, b.token_count, b.heading_path,
        b.page, j.embedding_model, v.embedding
-FROM document_chunk_buffer b
-JOIN document_vector_buffer v ON v.job_id = b.job_id AND v.chunk_id = b.chunk_id
+FROM b
+JOIN v ON v.job_id = b.job_id AND v.chunk_id = b.chunk_id
 JOIN jobs j ON j.id = b.job_id
-WHERE b.job_id = ANY(%(ids)s)
-
--- name: clear_buffers
-WITH v AS (DELETE FROM document_vector_buffer WHERE job_id = ANY(%(ids)s))
-DELETE FROM document_chunk_buffer WHERE job_id = ANY(%(ids)s)
 
 -- name: upsert_worker
 INSERT INTO workers (id, hostname, pid, concurrency, status, active_jobs, processed)
