@@ -423,6 +423,8 @@ class Pipeline:
             await self.faults.hit("embed.after_slice")
             for job_id in set(active) - held:
                 del active[job_id]  # lease lost: the new owner carries on
+            if len(pending) < self.embed_slice:
+                break  # that slice held every chunk still missing: no need to ask again
         outcomes = [self._with_usage(o, tokens.get(o.job.id, 0)) for o in failed.values()]
         model = self.ports.embedder.model
         outcomes += [
