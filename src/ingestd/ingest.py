@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -197,20 +197,25 @@ async def _insert_uploads(
 ) -> list[IngestResult]:
     rows = []
     for upload in uploads:
-        key = await asyncio.to_thread(blobs.put, upload.data)
+        key = content_key(upload.data)
         media_type = upload.media_type or detect_media_type(upload.data, upload.filename)
         rows.append(
             NewDocument(
-                upload.filename,
-                media_type,
-                len(upload.data),
-                content_key(upload.data),
-                key,
-                dict(upload.metadata),
+                upload.filename, media_type, len(upload.data), key, key, dict(upload.metadata)
             )
         )
+
+    async def put_blobs() -> None:
+        for upload in uploads:
+            await asyncio.to_thread(blobs.put, upload.data)
+
     return await record_documents(
-        db, rows, owner=owner, max_attempts=max_attempts, priority=priority
+        db,
+        rows,
+        owner=owner,
+        max_attempts=max_attempts,
+        priority=priority,
+        put_blobs=put_blobs,
     )
 
 
@@ -221,9 +226,16 @@ async def record_documents(
     owner: str,
     max_attempts: int = 5,
     priority: int = 0,
+    put_blobs: Callable[[], Awaitable[None]] | None = None,
 ) -> list[IngestResult]:
-    """Record stored files as documents and queue their jobs, in one transaction; a file whose
-    content the owner already has is answered with the existing document (``duplicate``)."""
+    """Record files as documents and queue their jobs, in one transaction; a file whose
+    content the owner already has is answered with the existing document (``duplicate``).
+
+    ``put_blobs`` stores the files' bytes (under their ``blob_key``), inside the transaction
+    and under a shared lock on those keys: a delete of a blob with the same content (another
+    document's, ``service.documents.delete_document``) waits for this commit and then sees the
+    new references, so it can never remove bytes these documents were just given.
+    """
     params: dict[str, Any] = {
         "owner": owner,
         "filenames": [r.filename for r in rows],
@@ -238,6 +250,9 @@ async def record_documents(
 
     async def work(conn: Conn) -> list[IngestResult]:
         cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(QUERIES["share_blob_keys"], {"keys": sorted(set(params["blob_keys"]))})
+        if put_blobs is not None:
+            await put_blobs()
         await cur.execute(QUERIES["insert_documents"], params)
         created = {r["sha256"]: r["id"] for r in await cur.fetchall()}
         await cur.execute(

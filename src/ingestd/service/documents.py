@@ -118,9 +118,28 @@ async def delete_document(
             raise DocumentNotFound(document_id)
         await cur.execute(QUERIES["cancel_jobs"], {"ids": found["job_ids"], "owner": owner})
         await cur.execute(QUERIES["delete_document"], {"document_id": document_id})
-        keys = [k for k in [found["blob_key"], *found["parsed_blob_keys"]] if k]
-        await cur.execute(QUERIES["unreferenced_blobs"], {"keys": keys})
-        return [row["key"] for row in await cur.fetchall()]
+        return [k for k in [found["blob_key"], *found["parsed_blob_keys"]] if k]
 
-    for key in await db.transaction(work):
-        await asyncio.to_thread(blobs.delete, key)
+    await delete_unreferenced_blobs(db, blobs, await db.transaction(work))
+
+
+async def delete_unreferenced_blobs(db: Database, blobs: BlobStore, keys: list[str]) -> list[str]:
+    """Delete those of ``keys`` that no document or job refers to; returns them.
+
+    Check and delete happen under an exclusive lock on each key, which an upload storing the
+    same content holds shared until its references commit (``ingest.record_documents``): an
+    upload either committed before the check (its reference is seen, the blob kept) or stores
+    its bytes after the delete (and so stores them again). A blob whose delete fails stays
+    unreferenced; ``ingestd blobs gc`` removes it later.
+    """
+
+    async def work(conn: Conn) -> list[str]:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(QUERIES["lock_blob_keys"], {"keys": sorted(set(keys))})
+        await cur.execute(QUERIES["unreferenced_blobs"], {"keys": keys})
+        loose = [row["key"] for row in await cur.fetchall()]
+        for key in loose:
+            await asyncio.to_thread(blobs.delete, key)
+        return loose
+
+    return await db.transaction(work) if keys else []

@@ -14,7 +14,7 @@ from ingestd.api.errors import ApiError
 from ingestd.api.openapi import NOT_FOUND, Responses, error_answer
 from ingestd.api.routes.jobs import LimitQuery, StateQuery, db_of
 from ingestd.api.schemas import ChunkPage, Document, DocumentPage, UploadResult
-from ingestd.api.uploads import ReceivedFile, ReceivedUpload, escaped, receive_upload
+from ingestd.api.uploads import ReceivedUpload, escaped, receive_upload
 from ingestd.config import Settings
 from ingestd.ingest import NewDocument, record_documents
 from ingestd.parsers.detect import SUPPORTED_MEDIA_TYPES, detect_file_media_type
@@ -125,9 +125,20 @@ async def _answer_once(
 async def _record(request: Request, received: ReceivedUpload, owner: str) -> StoredAnswer:
     """Store the files and queue their jobs: 201 if anything new was queued, else 200."""
     settings: Settings = request.app.state.settings
-    rows = await _store(received, _blobs(request))
+    blobs = _blobs(request)
+    rows = await _checked(received)
+
+    async def put_blobs() -> None:
+        for f in received.files:
+            if await asyncio.to_thread(blobs.put_file, f.path) != f.sha256:
+                raise RuntimeError(f"{blobs} keyed {f.filename!r} other than by its sha256")
+
     results = await record_documents(
-        db_of(request), rows, owner=owner, max_attempts=settings.worker.max_attempts
+        db_of(request),
+        rows,
+        owner=owner,
+        max_attempts=settings.worker.max_attempts,
+        put_blobs=put_blobs,
     )
     body = {
         "documents": [
@@ -143,9 +154,10 @@ async def _record(request: Request, received: ReceivedUpload, owner: str) -> Sto
     return StoredAnswer(200 if all(r.duplicate for r in results) else 201, body)
 
 
-async def _store(received: ReceivedUpload, blobs: BlobStore) -> list[NewDocument]:
-    """Check every file first (nothing is stored if one is refused), then store them all."""
-    checked: list[tuple[ReceivedFile, str]] = []
+async def _checked(received: ReceivedUpload) -> list[NewDocument]:
+    """The documents to record, each file checked first (nothing is stored if one is refused).
+    Blobs are content-addressed: a file's key is its sha256."""
+    rows = []
     for f in received.files:
         if f.size == 0:
             raise ApiError(422, "upload.empty", f"{f.filename!r} is empty")
@@ -154,14 +166,10 @@ async def _store(received: ReceivedUpload, blobs: BlobStore) -> list[NewDocument
             raise ApiError(
                 415, "upload.unsupported_type", f"{f.filename!r} is {media_type}: not supported"
             )
-        checked.append((f, media_type))
-    rows = []
-    for f, media_type in checked:
-        key = await asyncio.to_thread(blobs.put_file, f.path)
         metadata = dict(received.metadata)
         if f.raw_filename != f.filename:
             metadata["original_filename"] = escaped(f.raw_filename)
-        rows.append(NewDocument(f.filename, media_type, f.size, f.sha256, key, metadata))
+        rows.append(NewDocument(f.filename, media_type, f.size, f.sha256, f.sha256, metadata))
     return rows
 
 

@@ -42,3 +42,16 @@ SELECT key, size_bytes, created_at FROM blobs WHERE key > %(after)s ORDER BY key
 SELECT blob_key AS key FROM documents
 UNION
 SELECT parsed_blob_key FROM jobs WHERE parsed_blob_key IS NOT NULL
+
+-- name: share_blob_keys
+-- Held by a transaction that stores blobs and records rows referring to them (an upload): a
+-- delete of those blobs waits until the references are committed, and then sees them. Keys
+-- come sorted, so two transactions always take their locks in the same order. The two-key form
+-- of advisory locks, with a class of its own, cannot meet the single-key locks used elsewhere.
+SELECT count(pg_advisory_xact_lock_shared(1651469410, hashtext(k))) AS locked
+FROM unnest(%(keys)s::text[]) AS k
+
+-- name: lock_blob_keys
+-- Held by the transaction that checks blobs are unreferenced and deletes them (see share_blob_keys).
+SELECT count(pg_advisory_xact_lock(1651469410, hashtext(k))) AS locked
+FROM unnest(%(keys)s::text[]) AS k
