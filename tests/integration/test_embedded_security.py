@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +184,65 @@ def test_db_url_hides_an_external_password() -> None:
     assert hidden.stdout.strip() == "postgresql://app:***@db.example/x"
     shown = invoke(["db", "url", "--show-password"], env)
     assert shown.stdout.strip() == "postgresql://app:s3cret-pw@db.example/x"
+
+
+def server_uid() -> int:
+    return pwd.getpwnam(SYSTEM_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
+
+
+def test_the_socket_folder_is_removed_when_the_server_stops(pg_base: Path) -> None:
+    server = EmbeddedPostgres(pg_base / ("sockets-" + "d" * 90) / "pgdata")
+    try:
+        first = server.ensure_running().socket_dir
+        assert first.name.startswith("ingestd-pg-") and first.is_dir()
+        assert server.stop()
+        assert not first.exists() and not server.socket_record.exists()
+        again = server.ensure_running().socket_dir  # a new private folder for the next run
+        assert again.is_dir() and again != first
+    finally:
+        server.stop(mode="immediate")
+    assert not again.exists()
+
+
+def recorded_folder(server: EmbeddedPostgres, folder: Path) -> Path:
+    server.home.mkdir(parents=True, exist_ok=True)
+    server.socket_record.write_text(f"{folder}\n")
+    return folder
+
+
+def private_folder(*files: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="ingestd-pg-"))
+    for name in files:
+        (folder / name).write_text("")
+    os.chown(folder, server_uid(), -1)
+    return folder
+
+
+def test_stop_removes_what_a_dead_server_left_and_nothing_else(tmp_path: Path) -> None:
+    """``stop`` with no server running (it died): the recorded folder goes if it is certainly
+    the server's — private, ours, named so, holding only socket files; otherwise it stays."""
+    server = EmbeddedPostgres(tmp_path / "home" / "pgdata")
+    dead = recorded_folder(server, private_folder(".s.PGSQL.5432", ".s.PGSQL.5432.lock"))
+    assert server.stop() is False
+    assert not dead.exists() and not server.socket_record.exists()
+
+    shared = private_folder()
+    shared.chmod(0o755)
+    foreign = private_folder(".s.PGSQL.5432", "notes.txt")
+    unnamed = tmp_path / "not-a-socket-folder"
+    unnamed.mkdir(mode=0o700)
+    os.chown(unnamed, server_uid(), -1)
+    link = tmp_path / "ingestd-pg-link"
+    link.symlink_to(private_folder())
+    server.pgdata.mkdir(mode=0o700)
+    os.chown(server.pgdata, server_uid(), -1)
+    try:
+        for folder in (shared, foreign, unnamed, link, server.pgdata):
+            recorded_folder(server, folder)
+            server.stop()
+            assert folder.is_dir(), folder
+            assert not server.socket_record.exists()  # a record of a folder left alone goes
+        assert (foreign / ".s.PGSQL.5432").exists()
+    finally:
+        for folder in (shared, foreign, link.resolve()):
+            shutil.rmtree(folder)

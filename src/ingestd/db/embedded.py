@@ -9,9 +9,10 @@ Security model (docs/decisions/0004-embedded-database-security.md): the server a
 ``scram-sha-256`` logins with a generated password kept in a 0600 libpq password file beside the
 data folder; its Unix socket lives in a 0700 folder owned by the server's user (the data folder
 itself, or a per-run ``mkdtemp`` folder recorded in the home when that path is too long for a
-socket). It listens on TCP only when ``ingestd db start --listen HOST:PORT`` asked for it. Folders
-outside the home are never chmod-ed: running as root, the server's system user must already be able
-to reach the home, or starting fails with a message saying what to do.
+socket; ``stop`` removes that folder once the server is down, also one a dead server left). It
+listens on TCP only when ``ingestd db start --listen HOST:PORT`` asked for it. Folders outside the
+home are never chmod-ed: running as root, the server's system user must already be able to reach
+the home, or starting fails with a message saying what to do.
 
 We drive ``initdb`` and ``pg_ctl`` from the wheel ourselves rather than through its
 ``PostgresServer`` class, whose reference counting stops the server when the last Python process
@@ -20,10 +21,12 @@ using it exits; that is the wrong life cycle for a pool of independent CLI and w
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import os
 import pwd
+import re
 import secrets
 import stat
 import subprocess
@@ -46,6 +49,10 @@ SUPERUSER = "postgres"
 SYSTEM_USER = "embedded_postgres"
 MAX_CONNECTIONS = 300
 MAX_SOCKET_PATH = 100
+# A socket folder of our own (when the data folder's path is too long for a socket), and the
+# only files in it that we remove when the server is down: the socket and its lock file.
+SOCKET_FOLDER_PREFIX = "ingestd-pg-"
+SERVER_SOCKET_FILE = re.compile(r"\.s\.PGSQL\.[0-9]+(\.lock)?")
 DEFAULT_PORT = 5432
 
 # Every login needs the password; TCP is reachable only when listen_addresses says so.
@@ -233,10 +240,40 @@ class EmbeddedPostgres:
             return self._stop_if_running(mode)
 
     def _stop_if_running(self, mode: str) -> bool:
+        """Stop the server if it runs; either way, once it is down, its socket folder goes."""
         if self._running_pid() is None:
+            self._remove_socket_folder()  # left by a server that died, or by an older ingestd
             return False
         self._pg_ctl(["-w", "-t", "60", "-m", mode, "stop"])
+        self._remove_socket_folder()
         return True
+
+    def _remove_socket_folder(self) -> None:
+        """Remove the ``mkdtemp`` socket folder recorded in the home, and the record.
+
+        Called with the server down and the home's lock held. Only a folder that is certainly
+        ours goes: the one recorded, named ``ingestd-pg-*``, not the data folder, a real folder
+        (not a link) owned by the server's user with mode 0700, holding nothing but the
+        server's own socket and lock files (a server that died leaves them). Anything else is
+        left where it is.
+        """
+        try:
+            folder = Path(self.socket_record.read_text().strip())
+        except FileNotFoundError:
+            return
+        if (
+            folder.is_absolute()
+            and folder.name.startswith(SOCKET_FOLDER_PREFIX)
+            and folder != self.pgdata
+            and self._is_private_server_folder(folder)
+        ):
+            entries = list(folder.iterdir())
+            if all(SERVER_SOCKET_FILE.fullmatch(p.name) for p in entries):
+                for path in entries:
+                    path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a file appeared meanwhile: keep it all
+                    folder.rmdir()
+        self.socket_record.unlink(missing_ok=True)
 
     def _record_listen(self, listen: str) -> None:
         if listen:
@@ -363,7 +400,7 @@ class EmbeddedPostgres:
         recorded = self.socket_dir
         if recorded != self.pgdata and self._is_private_server_folder(recorded):
             return recorded
-        folder = Path(tempfile.mkdtemp(prefix="ingestd-pg-"))  # 0700, random name
+        folder = Path(tempfile.mkdtemp(prefix=SOCKET_FOLDER_PREFIX))  # 0700, random name
         self._hand_to_server_user(folder)
         write_private(self.socket_record, f"{folder}\n")
         return folder
