@@ -70,6 +70,11 @@ WITH targets AS (
 )
 SELECT id FROM moved
 
+-- name: clear_buffers
+-- A cancelled job's buffered chunks and vectors go (used by service.jobs.cancel_jobs).
+WITH v AS (DELETE FROM document_vector_buffer WHERE job_id = ANY(%(ids)s))
+DELETE FROM document_chunk_buffer WHERE job_id = ANY(%(ids)s)
+
 -- name: find_documents
 SELECT d.id, d.owner, d.filename, d.media_type, d.size_bytes, d.sha256, d.metadata,
        d.created_at, j.id AS job_id, j.state, j.last_error ->> 'code' AS error_code,
