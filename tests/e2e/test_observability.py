@@ -9,17 +9,22 @@ the job, its document, its correlation id, the worker and the stage.
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ingestd.config import Settings
-from ingestd.mocks import BackgroundServer
+from ingestd.mocks import BackgroundServer, free_port
 from ingestd.mocks.faults import parse_fault_spec
-from ingestd.mocks.openai import OpenAIBehaviour, create_app
+from ingestd.mocks.openai import OpenAIBehaviour, build_behaviour, create_app
+from tests.conftest import worker_env
 from tests.e2e.procs import (
     ServeProcess,
     WorkerProcess,
@@ -143,3 +148,71 @@ def test_scraped_metrics_agree_with_the_database(
         assert set(line) >= JOB_FIELDS, line
     job_ids = {str(r[0]) for r in query(url, "SELECT id FROM jobs")}
     assert {e["job_id"] for e in lines} <= job_ids
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 both free a moment ago."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", base + 1))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no two adjacent free ports")
+
+
+def test_run_with_processes_gives_each_child_its_own_metrics_port(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``run --processes 2 --metrics-port P``: worker process 0 serves P, process 1 serves P + 1
+    (one shared port used to make the second child fail to bind); each is scraped while it runs."""
+    key = f"sk-test-{uuid.uuid4().hex}"
+    slow = build_behaviour(api_key=key, latency_ms=1500)  # the children live long enough
+    docs = tmp_path / "docs"
+    write_corpus(docs, 6, paragraphs=1)
+    base = free_port_pair()
+    with BackgroundServer(create_app(slow)) as server:
+        env = worker_env(
+            settings,
+            INGESTD_EMBEDDER__PROVIDER="openai",
+            INGESTD_EMBEDDER__BASE_URL=f"{server.url}/v1",
+            INGESTD_EMBEDDER__API_KEY=key,
+            INGESTD_WORKER__BATCH_SIZE="1",
+            INGESTD_LOG_LEVEL="WARNING",
+        )
+        run = subprocess.Popen(
+            [sys.executable, "-m", "ingestd", "run", str(docs), "--processes", "2",
+             "--metrics-port", str(base)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            scraped = {
+                port: wait_until(lambda port=port: _try_scrape(port), timeout=60, what=f"{port}")
+                for port in (base, base + 1)
+            }
+            out, _ = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+    assert run.returncode == 0, out
+    for port, samples in scraped.items():
+        # A worker's own registry: its counters and its process's figures.
+        assert ("ingestd_jobs_claimed_total", ()) in samples, port
+        assert ("process_cpu_seconds_total", ()) in samples, port
+        assert f"metrics at http://127.0.0.1:{port}/metrics" in out
+    assert "worker process 0 (pid" in out and "worker process 1 (pid" in out
+    assert dict(
+        query(settings.database_url or "", "SELECT state, count(*) FROM jobs GROUP BY 1")
+    ) == {"complete": 6}
+
+
+def _try_scrape(port: int) -> Samples | None:
+    try:
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    except httpx.HTTPError:
+        return None
+    return samples if any(name.startswith("ingestd_") for name, _ in samples) else None

@@ -230,15 +230,28 @@ def run(
         None, envvar="INGESTD_WORKER__CONCURRENCY", help="Jobs at once per worker."
     ),
     query: str | None = typer.Option(None, help="Search for this when done and show the best hit."),
+    metrics_port: int | None = typer.Option(
+        None,
+        envvar="INGESTD_OBSERVABILITY__METRICS_PORT",
+        help="Serve Prometheus metrics: worker process i (from 0) of --processes on this port + i "
+        "(0: free ports), each printed; without --processes, this process on this port.",
+    ),
 ) -> None:
     """Ingest PATHs and drive workers until every job is done; print a summary."""
     settings = load_settings(owner=owner, worker={"concurrency": concurrency})
     started = time.monotonic()
+    host = settings.observability.metrics_host
+    ports = child_metrics_ports(metrics_port, processes, host)
+    if metrics_port is not None and processes <= 0:
+        from ingestd.observability.metrics import serve_process_metrics
+
+        bound = serve_process_metrics(metrics_port, host)
+        console.print(f"metrics at http://{host}:{bound}/metrics")
 
     async def body(opened: App) -> int:
         report = await _ingest(opened, paths, follow_symlinks=follow_symlinks)
         _print_report(report)
-        counts = await _drive(opened, report.job_ids, processes)
+        counts = await _drive(opened, report.job_ids, processes, ports)
         elapsed = time.monotonic() - started
         await _summary(opened, counts, len(report.results), elapsed, query)
         return 1 if any(counts.get(s.value) for s in FAILED_STATES) else 0
@@ -246,7 +259,28 @@ def run(
     raise typer.Exit(run_command(with_app(settings, body)))
 
 
-async def _drive(opened: App, job_ids: set[uuid.UUID], processes: int) -> dict[str, int]:
+def child_metrics_ports(base: int | None, processes: int, host: str) -> list[int]:
+    """The metrics port of each worker process ``run`` starts: ``base + i``; for ``base`` 0,
+    ports free right now (so they can be printed); none when ``base`` is unset."""
+    if base is None or processes <= 0:
+        return []
+    if base == 0:
+        from ingestd.mocks import free_port
+
+        ports: list[int] = []
+        while len(ports) < processes:
+            port = free_port(host)
+            if port not in ports:
+                ports.append(port)
+        return ports
+    if base + processes - 1 > 65535:
+        raise typer.BadParameter(f"ports {base}..{base + processes - 1} do not all exist")
+    return [base + i for i in range(processes)]
+
+
+async def _drive(
+    opened: App, job_ids: set[uuid.UUID], processes: int, metrics_ports: list[int]
+) -> dict[str, int]:
     if processes <= 0:
         work = opened.worker()
         task = asyncio.create_task(work.run())
@@ -262,11 +296,22 @@ async def _drive(opened: App, job_ids: set[uuid.UUID], processes: int) -> dict[s
         # they must read the uploads from the store this process wrote them to.
         "INGESTD_BLOBS__BACKEND": blob_backend(opened.settings),
     }
+    # Each child its own metrics port (or none): the parent's setting would be one port for all.
+    environ.pop("INGESTD_OBSERVABILITY__METRICS_PORT", None)
+    host = opened.settings.observability.metrics_host
     with passwordless_env(opened.db.url, opened.settings.home, environ) as env:
-        children = [
-            subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=env)
-            for _ in range(processes)
-        ]
+        children = []
+        for i in range(processes):
+            child_env = dict(env)
+            if metrics_ports:
+                child_env["INGESTD_OBSERVABILITY__METRICS_PORT"] = str(metrics_ports[i])
+            child = subprocess.Popen([sys.executable, "-m", "ingestd", "worker"], env=child_env)
+            children.append(child)
+            if metrics_ports:
+                console.print(
+                    f"worker process {i} (pid {child.pid}): metrics at "
+                    f"http://{host}:{metrics_ports[i]}/metrics"
+                )
         try:
             return await _watch(job_ids, opened.db)
         finally:
