@@ -38,10 +38,13 @@ browser:
 		$(SUDO) apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium; }
 
 # Three test processes on two cores: most of the suite waits on worker processes, servers and
-# the database, not on the CPU (TEST_JOBS=0 runs it in one process).
+# the database, not on the CPU (TEST_JOBS=0 runs it in one process). Tests are handed out one by
+# one in collection order (the long chaos run first); those sharing a costly module or package
+# fixture go to one process together (tests/conftest.py marks them).
 TEST_JOBS ?= 3
+TEST_DIST ?= --dist loadgroup --no-loadscope-reorder
 test: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --cov=ingestd \
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) $(TEST_DIST) --cov=ingestd \
 		--cov-report=term:skip-covered --durations=10
 
 lint: setup

@@ -5,6 +5,7 @@ apps and documents shared by every tier.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -136,3 +137,34 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+# -- test processes (pytest-xdist) ----------------------------------------------------------------
+
+ROOT_FIXTURES = "tests"  # the baseid of this file's fixtures: one of each per test process anyway
+TESTS = Path(__file__).resolve().parent
+
+
+def shared_fixture_scope(item: pytest.Item) -> str | None:
+    """The widest folder or module whose module/package/session-scoped fixture this test uses
+    (a server, a loaded model, a generated corpus), or None."""
+    scopes: set[str] = set()
+    for defs in item._fixtureinfo.name2fixturedefs.values():  # type: ignore[attr-defined]
+        fixture = defs[-1]
+        if fixture.scope == "function" or fixture.baseid in ("", ROOT_FIXTURES):
+            continue
+        if not Path(inspect.getfile(fixture.func)).is_relative_to(TESTS):
+            continue  # a plugin's (pytest-asyncio's event loops)
+        scopes.add(fixture.baseid)
+    return min(scopes, key=len) if scopes else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (``make test``) the tests that share such a fixture run in one
+    process, so it is built once instead of once per process; the others are handed out one by
+    one, in collection order (the long chaos run first)."""
+    for item in items:
+        scope = shared_fixture_scope(item)
+        if scope is not None:
+            item.add_marker(pytest.mark.xdist_group(scope))

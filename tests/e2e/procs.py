@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import psycopg
 
 from ingestd.config import Settings
 from tests.conftest import worker_env
+from tests.waiting import wait_until
 
 
 class WorkerProcess:
@@ -85,22 +86,6 @@ def run_ingestd(
         check=False,
         stdin=subprocess.DEVNULL,
     )
-
-
-def wait_until(
-    condition: Callable[[], Any],
-    timeout: float = 60,
-    interval: float = 0.1,
-    what: str = "condition",
-) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -3,9 +3,7 @@ transition is recorded and POSTed to the webhook (a local receiver over real HTT
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -23,8 +21,9 @@ from ingestd.ingest import Upload, ingest_uploads
 from ingestd.jobs import JobStore
 from ingestd.mocks import BackgroundServer
 from ingestd.observability.alerts import AlertStatus, evaluate
-from ingestd.traffic.breakers import SharedBreakers
+from ingestd.traffic.breakers import Admission, SharedBreakers
 from tests.factories import markdown_document
+from tests.waiting import eventually
 
 T = TypeVar("T")
 
@@ -140,8 +139,13 @@ async def test_breaker_open_fires_and_resolves_when_the_vendor_is_back(app: App)
         await breakers.record("openai", "w1", failed=True)
     fired = await _settled(app, "IngestdBreakerOpen", True)
     assert "openai" in fired.summary
+
     # The vendor is back: after open_seconds one probe goes, succeeds, and closes the breaker.
-    probe = await eventually(lambda: breakers.admit("openai", "w1"), lambda a: a.kind != "wait")
+    async def admitted() -> Admission | None:
+        admission = await breakers.admit("openai", "w1")
+        return None if admission.kind == "wait" else admission
+
+    probe = await eventually(admitted, what="the breaker to let a probe through")
     assert probe.kind in ("go", "probe")
     assert await breakers.record("openai", "w1", failed=False) == "closed"
     await _settled(app, "IngestdBreakerOpen", False)
@@ -160,25 +164,14 @@ async def test_budget_reached_fires_while_jobs_park_and_resolves_when_raised(
         fired = await _settled(app, "IngestdBudgetReached", True)
         assert fired.value == 3 and "budget:hash:all:day" in fired.summary
     async with open_app(with_budget(1e9)) as app:  # the operator raises the budget
-        await eventually(lambda: _drain(app), lambda counts: counts == {"complete": 3}, timeout=60)
+        await eventually(
+            lambda: _drained(app, {"complete": 3}), timeout=60, what="the parked jobs to run"
+        )
         await _settled(app, "IngestdBudgetReached", False)
 
 
-async def _drain(app: App) -> dict[str, int]:
+async def _drained(app: App, expected: dict[str, int]) -> bool:
+    """One burst of a worker; whether the jobs' states are then ``expected``."""
     await app.worker(burst=True).run()
     rows = await app.db.fetch_all("SELECT state, count(*) AS n FROM jobs GROUP BY state")
-    return {row["state"]: row["n"] for row in rows}
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 10.0
-) -> T:
-    """Call ``probe`` until ``ok`` accepts its result, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {value!r} after {timeout}s")
-        await asyncio.sleep(0.05)
+    return {row["state"]: row["n"] for row in rows} == expected

@@ -17,6 +17,7 @@ from ingestd.mocks import BackgroundServer
 from ingestd.mocks.openai import OpenAIBehaviour
 from ingestd.mocks.openai import create_app as create_openai
 from ingestd.testing.faultproxy import FaultProxy
+from tests.waiting import eventually, wait_until
 
 
 class Echo:
@@ -55,14 +56,6 @@ async def proxy(echo: Echo) -> AsyncIterator[FaultProxy]:
 
 async def connect(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(*proxy.address)
-
-
-async def eventually(condition: object, timeout: float = 10.0) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_bytes_flow_both_ways_unchanged(proxy: FaultProxy, echo: Echo) -> None:
@@ -159,10 +152,7 @@ async def test_refuse_for_a_while_listens_again_on_the_same_port(proxy: FaultPro
         writer.close()
         return True
 
-    deadline = time.monotonic() + 10
-    while not await connects():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await eventually(connects, what="the proxy to listen again")
     assert proxy.port == port
 
 
@@ -198,15 +188,15 @@ def test_postgres_connections_are_refused_while_refusing(
     with pytest.raises(psycopg.OperationalError, match="refused"):
         psycopg.connect(url, connect_timeout=5)
     proxy.accept()
-    deadline = time.monotonic() + 10
-    while True:
+
+    def answers() -> bool:
         try:
             with psycopg.connect(url, connect_timeout=5) as conn:
-                assert conn.execute("SELECT 3").fetchone() == (3,)
-            break
+                return conn.execute("SELECT 3").fetchone() == (3,)
         except psycopg.OperationalError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return False
+
+    wait_until(answers, timeout=30, interval=0.05, what="PostgreSQL through the proxy again")
 
 
 def test_http_client_times_out_in_a_black_hole_and_recovers() -> None:

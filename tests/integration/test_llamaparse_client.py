@@ -3,10 +3,8 @@ error class the vendor can answer, each translated into ingestd's classified err
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -31,6 +29,7 @@ from ingestd.parsers.llamaparse import (
     parse_retry_after,
 )
 from ingestd.parsers.local import LocalParser
+from tests.waiting import eventually
 
 KEY = "llx-client-test"
 BASE = LlamaParseBehaviour(api_key=KEY, latency=Latency(), rate_limits=RateLimits())
@@ -59,13 +58,6 @@ def server() -> Iterator[BackgroundServer]:
 
 
 @pytest.fixture
-def state(server: BackgroundServer) -> LlamaParseState:
-    mock: LlamaParseState = server.app.state.mock
-    mock.reset(restore_behaviour=True)
-    return mock
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
         yield client
@@ -83,13 +75,12 @@ def make_client(
 
 
 async def wait_terminal(client: LlamaParseClient, job_id: str) -> RemoteJobStatus:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    async def terminal() -> RemoteJobStatus | None:
         status = await client.status(job_id)
-        if status.is_terminal:
-            return status
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not finish")
+        return status if status.is_terminal else None
+
+    status: RemoteJobStatus = await eventually(terminal, what=f"job {job_id} to finish")
+    return status
 
 
 async def raised(call: Awaitable[Any]) -> IngestdError:

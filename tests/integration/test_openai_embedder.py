@@ -37,13 +37,6 @@ def server() -> Iterator[BackgroundServer]:
 
 
 @pytest.fixture
-def state(server: BackgroundServer) -> MockState[OpenAIBehaviour]:
-    mock: MockState[OpenAIBehaviour] = server.app.state.mock
-    mock.reset(restore_behaviour=True)
-    return mock
-
-
-@pytest.fixture
 async def make_embedder(
     server: BackgroundServer, state: MockState[OpenAIBehaviour]
 ) -> AsyncIterator[MakeEmbedder]:

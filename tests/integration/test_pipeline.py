@@ -8,8 +8,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ingestd import reports
 from ingestd.app import App
 from ingestd.ingest import Upload, ingest_files, ingest_uploads
@@ -18,6 +16,7 @@ from ingestd.search import search
 from ingestd.stages import Pipeline
 from ingestd.states import HAPPY_PATH, State
 from tests.factories import markdown_document, write_corpus
+from tests.waiting import eventually
 
 
 async def _rows(app: App, sql: str, params: Any = None) -> list[dict[str, Any]]:
@@ -187,13 +186,11 @@ async def test_transient_failures_retry_then_succeed(make_settings: Any) -> None
 async def _wait_for_state(
     app: App, job_id: uuid.UUID | None, state: str, timeout: float = 30
 ) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+    async def reached() -> bool:
         rows = await _rows(app, "SELECT state FROM jobs WHERE id = %s", (job_id,))
-        if rows and rows[0]["state"] == state:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"job {job_id} did not reach {state} in {timeout}s: {rows}")
+        return bool(rows) and rows[0]["state"] == state
+
+    await eventually(reached, timeout, interval=0.05, what=f"job {job_id} to reach {state}")
 
 
 async def test_notify_wakes_an_idle_worker_long_before_its_poll(

@@ -25,6 +25,7 @@ from ingestd.mocks.llamaparse_behaviour import LlamaParseBehaviour
 from ingestd.mocks.openai import OpenAIBehaviour
 from ingestd.mocks.openai import create_app as create_openai
 from tests.factories import markdown_document
+from tests.waiting import eventually
 
 SECRET = "whsec-test-only"
 
@@ -91,14 +92,11 @@ async def ingest_docs(app: App, n: int, paragraphs: int = 3) -> list[uuid.UUID]:
 
 
 async def wait_complete(app: App, n: int, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    rows: list[dict[str, Any]] = []
-    while asyncio.get_running_loop().time() < deadline:
+    async def all_complete() -> bool:
         rows = await app.db.fetch_all("SELECT state, count(*) AS n FROM jobs GROUP BY state")
-        if rows == [{"state": "complete", "n": n}]:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"not all {n} jobs complete in {timeout}s: {rows}")
+        return rows == [{"state": "complete", "n": n}]
+
+    await eventually(all_complete, timeout, interval=0.05, what=f"all {n} jobs complete")
 
 
 @asynccontextmanager

@@ -25,6 +25,7 @@ from ingestd.mocks.faults import MockState
 from ingestd.mocks.openai import OpenAIBehaviour, create_app
 from ingestd.traffic.limits import Limit, SharedLimiter
 from tests.factories import markdown_document
+from tests.waiting import eventually
 
 POISON = "POISON-PILL"
 
@@ -33,13 +34,6 @@ POISON = "POISON-PILL"
 def server() -> Iterator[BackgroundServer]:
     with BackgroundServer(create_app(OpenAIBehaviour(max_inputs=8))) as running:
         yield running
-
-
-@pytest.fixture
-def mock(server: BackgroundServer) -> MockState[OpenAIBehaviour]:
-    state: MockState[OpenAIBehaviour] = server.app.state.mock
-    state.reset(restore_behaviour=True)
-    return state
 
 
 def openai_settings(
@@ -104,9 +98,9 @@ async def test_two_limiters_share_one_limit(settings: Settings) -> None:
 async def test_a_poisonous_chunk_fails_only_its_document(
     make_settings: Callable[..., Settings],
     server: BackgroundServer,
-    mock: MockState[OpenAIBehaviour],
+    state: MockState[OpenAIBehaviour],
 ) -> None:
-    mock.patch_behaviour({"reject_inputs_containing": POISON})
+    state.patch_behaviour({"reject_inputs_containing": POISON})
     texts = [markdown_document(i, 2, seed=5) for i in range(10)]
     texts[3] += f"\n\nThis paragraph carries the {POISON} that the vendor refuses.\n"
     texts[7] += f"\n\nAnother {POISON} here.\n"
@@ -131,24 +125,24 @@ async def test_a_poisonous_chunk_fails_only_its_document(
 async def test_outage_parks_jobs_without_burning_attempts(
     make_settings: Callable[..., Settings],
     server: BackgroundServer,
-    mock: MockState[OpenAIBehaviour],
+    state: MockState[OpenAIBehaviour],
 ) -> None:
     breaker = BreakerSettings(min_calls=1, failure_rate=0.5, open_seconds=0.5)
     settings = openai_settings(make_settings, server, breaker=breaker)
-    mock.patch_behaviour({"faults": [{"kind": "http_503"}]})  # down until further notice
+    state.patch_behaviour({"faults": [{"kind": "http_503"}]})  # down until further notice
     async with open_app(settings) as app:
         await ingest(app, [markdown_document(i, 2, seed=9) for i in range(12)])
         worker = app.worker()
         task = asyncio.create_task(worker.run())
         try:
-            await _eventually(lambda: _breaker_opened_twice(app), timeout=20)
+            await eventually(lambda: _breaker_opened_twice(app), timeout=20)
             parked = await app.db.fetch_all(
                 "SELECT state, retry_count, waiting_on FROM jobs WHERE state <> 'complete'"
             )
             assert parked and all(r["retry_count"] == 0 for r in parked)
             assert {r["waiting_on"] for r in parked} <= {"breaker:openai", None}
-            mock.patch_behaviour({"faults": []})  # the vendor is back
-            await _eventually(lambda: _all_complete(app, 12), timeout=30)
+            state.patch_behaviour({"faults": []})  # the vendor is back
+            await eventually(lambda: _all_complete(app, 12), timeout=30)
         finally:
             worker.request_stop()
             await task
@@ -175,22 +169,13 @@ async def _all_complete(app: App, n: int) -> bool:
     return await states(app) == {"complete": n}
 
 
-async def _eventually(check: Callable[[], Any], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"not true within {timeout}s")
-
-
 # -- budget ---------------------------------------------------------------------------------------
 
 
 async def test_embedding_stops_at_the_budget_and_resumes_when_raised(
     make_settings: Callable[..., Settings],
     server: BackgroundServer,
-    mock: MockState[OpenAIBehaviour],
+    state: MockState[OpenAIBehaviour],
 ) -> None:
     texts = [markdown_document(i, 3, seed=11) for i in range(16)]
     tight = BudgetSettings(service="openai", tokens=1500)
@@ -214,7 +199,7 @@ async def test_embedding_stops_at_the_budget_and_resumes_when_raised(
     assert {r["waiting_on"] for r in parked} == {"budget:openai:all:day"}
     assert all(r["retry_count"] == 0 for r in parked)
     assert int(spent[0]["t"]) <= 1500
-    assert mock.counters.get("tokens") == int(spent[0]["t"])  # the ledger = what was served
+    assert state.counters.get("tokens") == int(spent[0]["t"])  # the ledger = what was served
 
     raised = settings.model_copy(
         update={"traffic": TrafficSettings(budgets=[BudgetSettings(service="openai", tokens=1e9)])}
@@ -225,4 +210,4 @@ async def test_embedding_stops_at_the_budget_and_resumes_when_raised(
         assert await app.worker(burst=True).run() == 0
         assert await states(app) == {"complete": 16}
         costs = await reports.status(app.db)
-    assert costs["usage"]["embedding_tokens"] == mock.counters.get("tokens")
+    assert costs["usage"]["embedding_tokens"] == state.counters.get("tokens")

@@ -3,7 +3,6 @@ chunks, delete, search, and owner isolation."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import uuid
 from typing import Any
@@ -17,6 +16,7 @@ from ingestd.jobs import JobStore, advance
 from ingestd.states import State
 from tests.e2e.api.conftest import KeyFactory, assert_error, bearer, blob_files
 from tests.e2e.procs import ServeProcess
+from tests.waiting import eventually
 
 
 def md(text: str) -> bytes:
@@ -322,14 +322,12 @@ async def test_an_upload_aborted_mid_stream_leaves_nothing(
         "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 200000\r\n\r\n"
         '--XyZ\r\nContent-Disposition: form-data; name="file"; filename="cut.md"\r\n\r\n'
     ).encode()
+    tmp = api_settings.home / "tmp"
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head + b"# cut\n\n" + b"y" * 50_000)
-        await asyncio.sleep(0.5)  # let the server start writing the part to disk
-    for _ in range(100):
-        if not list((api_settings.home / "tmp").iterdir()):
-            break
-        await asyncio.sleep(0.1)
-    assert list((api_settings.home / "tmp").iterdir()) == []
+        # The server is writing the part to a temporary file when the client goes away.
+        await eventually(lambda: list(tmp.glob("upload-*")), what="the part in a temporary file")
+    await eventually(lambda: not list(tmp.iterdir()), what="the temporary file to be removed")
     assert set(blob_files(api_settings.home)) == blobs_before
     rows = await api_db.fetch_all("SELECT count(*) AS n FROM documents WHERE owner = %s", (owner,))
     assert rows[0]["n"] == 0

@@ -20,34 +20,48 @@ async def read_events(
     key: str,
     count: int | None,
     until_state: str | None = None,
+    *,
+    following: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
     **params: Any,
 ) -> list[dict[str, Any]]:
     """Events from a fresh stream until ``count`` arrived, ``until_state`` is reached, or (with
-    neither) the first keep-alive."""
+    neither) the first keep-alive after ``stop`` is set (at once without ``stop``).
+
+    ``following`` is set at the stream's first keep-alive: the server sends one as soon as its
+    follower has fixed the stream's start and found nothing new, so events from then on reach
+    the stream (a stream without Last-Event-ID starts "now", when the follower starts)."""
     headers = bearer(key)
     if "last_event_id" in params:
         headers["Last-Event-ID"] = str(params.pop("last_event_id"))
     events: list[dict[str, Any]] = []
-    async with (
-        asyncio.timeout(90),
-        client.stream(
-            "GET", "/v1/events", params={"keepalive": 1, **params}, headers=headers
-        ) as stream,
-    ):
-        assert stream.status_code == 200
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        event_id = None
-        async for line in stream.aiter_lines():
-            if line.startswith(": keep-alive") and count is None and until_state is None:
-                break
-            if line.startswith("id: "):
-                event_id = int(line[4:])
-            if line.startswith("data: "):
-                event = json.loads(line[6:])
-                assert event["id"] == event_id
-                events.append(event)
-                if len(events) == count or event["to_state"] == until_state:
-                    break
+    try:
+        async with (
+            asyncio.timeout(90),
+            client.stream(
+                "GET", "/v1/events", params={"keepalive": 1, **params}, headers=headers
+            ) as stream,
+        ):
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            event_id = None
+            async for line in stream.aiter_lines():
+                if line.startswith(": keep-alive"):
+                    if following is not None:
+                        following.set()
+                    if count is None and until_state is None and (stop is None or stop.is_set()):
+                        break
+                if line.startswith("id: "):
+                    event_id = int(line[4:])
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    assert event["id"] == event_id
+                    events.append(event)
+                    if len(events) == count or event["to_state"] == until_state:
+                        break
+    finally:
+        if following is not None:
+            following.set()  # also when the stream ended first: nobody waits on it forever
     return events
 
 
@@ -57,8 +71,11 @@ async def test_a_client_sees_every_transition_in_order_and_resumes_without_loss(
     key = await make_key(owner)
     [doc] = (await upload(client, key, [("live.md", md("live progress"))])).json()["documents"]
     job = doc["job_id"]
-    first_part = asyncio.create_task(read_events(client, key, 3, job_id=job, after=0))
-    await asyncio.sleep(0.3)
+    following = asyncio.Event()
+    first_part = asyncio.create_task(
+        read_events(client, key, 3, job_id=job, after=0, following=following)
+    )
+    await following.wait()
     await process_all(api_settings)
     first = await first_part
     rest = await read_events(
@@ -75,14 +92,18 @@ async def test_a_live_stream_gets_new_events_and_only_the_callers(
     client: httpx.AsyncClient, make_key: KeyFactory, owner: str
 ) -> None:
     mine, theirs = await make_key(owner), await make_key(f"{owner}-b")
-    listening = asyncio.create_task(read_events(client, mine, 1))
-    other = asyncio.create_task(read_events(client, theirs, None))
-    await asyncio.sleep(0.5)  # both streams are open ("from now on")
+    mine_following, theirs_following, seen = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    listening = asyncio.create_task(read_events(client, mine, 1, following=mine_following))
+    other = asyncio.create_task(
+        read_events(client, theirs, None, following=theirs_following, stop=seen)
+    )
+    await asyncio.gather(mine_following.wait(), theirs_following.wait())
     [doc] = (await upload(client, mine, [("n.md", md("notify"))])).json()["documents"]
     cancelled = await client.post(f"/v1/jobs/{doc['job_id']}/cancel", headers=bearer(mine))
     assert cancelled.status_code == 200
     [event] = await listening
     assert event["job_id"] == doc["job_id"] and event["to_state"] == "cancelled"
+    seen.set()  # the other stream ends at its next keep-alive: it has looked past the event
     assert all(e["job_id"] != doc["job_id"] for e in await other)
 
 

@@ -4,7 +4,6 @@ signed webhooks with their faults, seen by a small receiver on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -13,7 +12,7 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from reportlab.pdfgen import canvas
+from tests.waiting import eventually
 
 from ingestd.mocks import BackgroundServer
 from ingestd.mocks.faults import Latency, RateLimits
@@ -106,32 +106,12 @@ def hook_url(receiver_server: tuple[Receiver, str]) -> str:
 
 
 @pytest.fixture
-def state(server: BackgroundServer) -> LlamaParseState:
-    mock: LlamaParseState = server.app.state.mock
-    mock.reset(restore_behaviour=True)
-    return mock
-
-
-@pytest.fixture
 async def http(
     server: BackgroundServer, state: LlamaParseState
 ) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {KEY}"}
     async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
         yield client
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 async def upload_v2(

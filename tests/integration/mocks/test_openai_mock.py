@@ -30,13 +30,6 @@ def server() -> Iterator[BackgroundServer]:
 
 
 @pytest.fixture
-def state(server: BackgroundServer) -> MockState[OpenAIBehaviour]:
-    mock: MockState[OpenAIBehaviour] = server.app.state.mock
-    mock.reset(restore_behaviour=True)
-    return mock
-
-
-@pytest.fixture
 async def client(
     server: BackgroundServer, state: MockState[OpenAIBehaviour]
 ) -> AsyncIterator[openai.AsyncOpenAI]:
