@@ -52,6 +52,9 @@ async def echo() -> AsyncIterator[Echo]:
 async def proxy(echo: Echo) -> AsyncIterator[FaultProxy]:
     async with FaultProxy(("127.0.0.1", echo.port)) as running:
         yield running
+        # Every connection a test opened has ended, so that no task of it is left pending on the
+        # session's event loop (to be garbage-collected, with a warning, in a later test).
+        await eventually(lambda: running.open_connections == 0, what="the connections to end")
 
 
 async def connect(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -99,12 +99,20 @@ class FaultProxy:
         await self._listen()
         return self
 
-    async def close(self) -> None:
-        """Stop listening and abort every connection."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop listening, abort every connection, and let each connection's task end: one left
+        pending on a loop that stops is garbage-collected later, warning of its unclosed
+        streams in whatever runs then (a test, under warnings-as-errors)."""
         if self._refuse_handle is not None:
             self._refuse_handle.cancel()
         await self._stop_listening()
         self._abort_all()
+        if self._flowing is not None:
+            self._end_blackhole()  # a connection held by a black hole then sees its abort
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._links and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def __aenter__(self) -> FaultProxy:
         return await self.start()
