@@ -14,7 +14,14 @@ from ingestd.api.schemas import RetryableState
 from ingestd.config import ApiSettings
 from ingestd.errors import PermanentError
 from ingestd.service.keys import secret_hash, split_token
-from ingestd.service.paging import check_limit, decode_cursor, encode_cursor
+from ingestd.service.paging import (
+    check_limit,
+    cut_page,
+    decode_cursor,
+    encode_cursor,
+    newest_first_after,
+    query_params,
+)
 from ingestd.states import RETRY_FROM
 from ingestd.storage import LocalBlobStore
 
@@ -51,6 +58,34 @@ def test_cursors_round_trip_and_reject_foreign_text() -> None:
         assert caught.value.code == "request.bad_cursor"
     with pytest.raises(PermanentError):
         check_limit(0)
+
+
+@pytest.mark.parametrize(
+    ("fetched", "limit", "page", "more"),
+    [(0, 2, 0, False), (1, 2, 1, False), (2, 2, 2, False), (3, 2, 2, True)],
+)
+def test_a_page_is_cut_from_one_row_more_than_its_limit(
+    fetched: int, limit: int, page: int, more: bool
+) -> None:
+    rows = [{"ordinal": i} for i in range(fetched)]
+    got, cursor = cut_page(rows, limit, lambda row: {"ordinal": row["ordinal"]})
+    assert got == rows[:page]
+    assert (cursor is not None) == more
+    if cursor is not None:
+        assert decode_cursor(cursor, ("ordinal",)) == {"ordinal": page - 1}
+
+
+def test_list_query_parameters_default_to_no_filter_and_one_row() -> None:
+    assert query_params(("job_id", "states"), "o") == {
+        "job_id": None,
+        "states": None,
+        "owner": "o",
+        "limit": 1,
+    }
+    assert query_params(("states",), None, states=["x"], limit=51)["limit"] == 51
+    assert newest_first_after(None) == {"before_created": None, "before_id": None}
+    cursor = encode_cursor({"created_at": "2026-01-01T00:00:00+00:00", "id": "j"})
+    assert newest_first_after(cursor)["before_id"] == "j"
 
 
 @pytest.mark.parametrize(

@@ -48,11 +48,6 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def not_found(what: str, ident: object) -> ApiError:
-    """Another owner's object answers exactly like a missing one (404, never 403)."""
-    return ApiError(404, f"{what}.not_found", f"no {what} {ident}")
-
-
 def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "")
 

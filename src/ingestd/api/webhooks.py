@@ -21,13 +21,12 @@ Errors have the API's one shape: ``{"error": {"code", "message", "request_id"}}`
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from ingestd.api.errors import error_response
 from ingestd.config import LlamaParseSettings, Settings
 from ingestd.errors import PermanentError
 from ingestd.remote_parse import receive_webhook
@@ -59,14 +58,14 @@ async def llamaparse_webhook(request: Request) -> JSONResponse:
     config = webhook_settings(request.app.state.settings)
     secret = config.webhook_secret.get_secret_value() if config and config.webhook_secret else ""
     if config is None or not secret:
-        return _answer(
+        return error_response(
             request, 404, "webhook.not_configured", "this deployment has no LlamaParse webhook"
         )
     try:
         body = await read_capped(request, config.webhook_max_body_bytes)
     except _TooLarge:
         log.warning("webhook.too_large", provider="llamaparse")
-        return _answer(
+        return error_response(
             request,
             413,
             "webhook.too_large",
@@ -74,7 +73,7 @@ async def llamaparse_webhook(request: Request) -> JSONResponse:
         )
     if not verify_llamaparse_signature(secret, body, request.headers.get(SIGNATURE_HEADER)):
         log.warning("webhook.bad_signature", provider="llamaparse")
-        return _answer(
+        return error_response(
             request, 401, "webhook.bad_signature", "LC-Signature does not match the body"
         )
     try:
@@ -83,7 +82,7 @@ async def llamaparse_webhook(request: Request) -> JSONResponse:
     except PermanentError as exc:
         status = 401 if exc.code == "webhook.stale" else 400
         log.warning(exc.code, provider="llamaparse")
-        return _answer(request, status, exc.code, exc.message)
+        return error_response(request, status, exc.code, exc.message)
     outcome = await receive_webhook(
         request.app.state.db,
         event_id=event.event_id,
@@ -101,10 +100,12 @@ async def llamaparse_webhook(request: Request) -> JSONResponse:
         outcome=outcome,
     )
     if outcome == "unknown_job":
-        return _answer(request, 404, "webhook.unknown_job", "no job waits on that remote job")
+        return error_response(
+            request, 404, "webhook.unknown_job", "no job waits on that remote job"
+        )
     if outcome == "not_ready":
         message = "that remote job is not recorded yet (a submit is in flight); send it again"
-        return _answer(request, 503, "webhook.not_ready", message, {"Retry-After": "1"})
+        return error_response(request, 503, "webhook.not_ready", message, {"Retry-After": "1"})
     return JSONResponse({"outcome": outcome}, status_code=200)
 
 
@@ -119,13 +120,3 @@ async def read_capped(request: Request, max_bytes: int) -> bytes:
         if len(body) > max_bytes:
             raise _TooLarge
     return bytes(body)
-
-
-def _answer(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-    body: dict[str, Any] = {"error": {"code": code, "message": message, "request_id": request_id}}
-    return JSONResponse(
-        body, status_code=status, headers={**(headers or {}), "X-Request-ID": request_id}
-    )

@@ -19,9 +19,14 @@ from ingestd.db.database import Conn
 from ingestd.errors import NotFound
 from ingestd.ports import BlobStore
 from ingestd.service.jobs import check_states
-from ingestd.service.paging import check_limit, decode_cursor, encode_cursor
-
-_CURSOR = ("created_at", "id")
+from ingestd.service.paging import (
+    cut_page,
+    decode_cursor,
+    fetch_limit,
+    newest_first_after,
+    newest_first_key,
+    query_params,
+)
 
 
 class DocumentNotFound(NotFound):
@@ -29,17 +34,11 @@ class DocumentNotFound(NotFound):
         super().__init__("document.not_found", f"no document {document_id}")
 
 
+FILTERS = ("document_id", "states", "media_types", "before_created", "before_id")
+
+
 def _params(owner: str | None, **filters: Any) -> dict[str, Any]:
-    return {
-        "owner": owner,
-        "document_id": None,
-        "states": None,
-        "media_types": None,
-        "before_created": None,
-        "before_id": None,
-        "limit": 1,
-        **filters,
-    }
+    return query_params(FILTERS, owner, **filters)
 
 
 async def find_documents(
@@ -52,25 +51,15 @@ async def find_documents(
     cursor: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of documents, newest first, and the next page's cursor (None at the end)."""
-    after = decode_cursor(cursor, _CURSOR)
     params = _params(
         owner,
         states=check_states(states),
         media_types=list(media_types) if media_types else None,
-        before_created=after["created_at"],
-        before_id=after["id"],
-        limit=check_limit(limit) + 1,
+        limit=fetch_limit(limit),
+        **newest_first_after(cursor),
     )
     rows = await db.fetch_all(QUERIES["find_documents"], params)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    next_cursor = (
-        encode_cursor({"created_at": last["created_at"].isoformat(), "id": last["id"]})
-        if last
-        else None
-    )
-    return rows, next_cursor
+    return cut_page(rows, limit, newest_first_key)
 
 
 async def get_document(
@@ -96,12 +85,10 @@ async def document_chunks(
     params = {
         "document_id": document_id,
         "after": after if isinstance(after, int) else -1,
-        "limit": check_limit(limit) + 1,
+        "limit": fetch_limit(limit),
     }
     rows = await db.fetch_all(QUERIES["document_chunks"], params)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor({"ordinal": rows[-1]["ordinal"]}) if more else None
+    return cut_page(rows, limit, lambda row: {"ordinal": row["ordinal"]})
 
 
 async def delete_document(

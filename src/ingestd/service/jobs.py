@@ -17,10 +17,14 @@ from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
 from ingestd.errors import Conflict, PermanentError
 from ingestd.reports import JobNotFound, progress, retry_jobs
-from ingestd.service.paging import check_limit, decode_cursor, encode_cursor
+from ingestd.service.paging import (
+    cut_page,
+    fetch_limit,
+    newest_first_after,
+    newest_first_key,
+    query_params,
+)
 from ingestd.states import FAILED_STATES, RETRY_FROM, State
-
-_CURSOR = ("created_at", "id")
 
 
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +70,14 @@ def check_states(states: Sequence[str] | None) -> list[str] | None:
     return [State(s).value for s in states]  # plain strings, also for State members
 
 
+FILTERS = ("job_id", "states", "codes", "since", "before_created", "before_id")
+
+
+def _params(owner: str | None, **filters: Any) -> dict[str, Any]:
+    """The ``find_jobs`` parameters: no filter but the owner scope, unless given."""
+    return query_params(FILTERS, owner, **filters)
+
+
 async def find_jobs(
     db: Database,
     *,
@@ -77,40 +89,23 @@ async def find_jobs(
     cursor: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of jobs, newest first, and the cursor of the next page (None at the end)."""
-    after = decode_cursor(cursor, _CURSOR)
-    params = {
-        "owner": owner,
-        "job_id": None,
-        "states": check_states(states),
-        "codes": list(error_codes) if error_codes else None,
-        "since": since,
-        "before_created": after["created_at"],
-        "before_id": after["id"],
-        "limit": check_limit(limit) + 1,
-    }
-    rows = await db.fetch_all(QUERIES["find_jobs"], params)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        encode_cursor({"created_at": rows[-1]["created_at"].isoformat(), "id": rows[-1]["id"]})
-        if more
-        else None
+    params = _params(
+        owner,
+        states=check_states(states),
+        codes=list(error_codes) if error_codes else None,
+        since=since,
+        limit=fetch_limit(limit),
+        **newest_first_after(cursor),
+    )
+    rows, next_cursor = cut_page(
+        await db.fetch_all(QUERIES["find_jobs"], params), limit, newest_first_key
     )
     return [job_view(r) for r in rows], next_cursor
 
 
 async def get_job(db: Database, job_id: uuid.UUID, *, owner: str | None) -> dict[str, Any]:
-    params = {
-        "owner": owner,
-        "job_id": job_id,
-        "states": None,
-        "codes": None,
-        "since": None,
-        "before_created": None,
-        "before_id": None,
-        "limit": 1,
-    }
-    rows = await db.fetch_all(QUERIES["find_jobs"], params)
+    """One job of the owner scope; ``JobNotFound`` for a missing one and another owner's alike."""
+    rows = await db.fetch_all(QUERIES["find_jobs"], _params(owner, job_id=job_id))
     if not rows:
         raise JobNotFound(f"no job {job_id}")
     return job_view(rows[0])

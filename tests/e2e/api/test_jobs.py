@@ -132,6 +132,7 @@ async def test_another_owners_jobs_answer_404_everywhere_and_an_admin_sees_all(
         ("GET", f"{url}/events"),
         ("POST", f"{url}/retry"),
         ("POST", f"{url}/cancel"),
+        ("GET", f"/v1/events?job_id={doc.job_id}"),  # its stream too, not an empty one
     ]:
         assert_error(await client.request(method, path, headers=intruder), 404, "job.not_found")
     listed = (await client.get("/v1/jobs", headers=intruder)).json()

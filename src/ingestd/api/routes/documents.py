@@ -12,13 +12,12 @@ from fastapi.responses import JSONResponse
 from ingestd.api.auth import CurrentPrincipal
 from ingestd.api.errors import ApiError
 from ingestd.api.openapi import NOT_FOUND, Responses, error_answer
-from ingestd.api.routes.jobs import LimitQuery, StateQuery, db_of
+from ingestd.api.routes.common import CursorQuery, LimitQuery, StateQuery, blobs_of, db_of
 from ingestd.api.schemas import ChunkPage, Document, DocumentPage, UploadResult
 from ingestd.api.uploads import ReceivedUpload, escaped, receive_upload
 from ingestd.config import Settings
 from ingestd.ingest import NewDocument, record_documents
 from ingestd.parsers.detect import SUPPORTED_MEDIA_TYPES, detect_file_media_type
-from ingestd.ports import BlobStore
 from ingestd.service import documents
 from ingestd.service.uploads import StoredAnswer, idempotent_answer, remember_answer
 
@@ -59,11 +58,6 @@ UPLOAD_RESPONSES: Responses = {
         "`Idempotency-Key` first used for a different request (`idempotency.mismatch`)."
     ),
 }
-
-
-def _blobs(request: Request) -> BlobStore:
-    blobs: BlobStore = request.app.state.blobs
-    return blobs
 
 
 @router.post(
@@ -125,7 +119,7 @@ async def _answer_once(
 async def _record(request: Request, received: ReceivedUpload, owner: str) -> StoredAnswer:
     """Store the files and queue their jobs: 201 if anything new was queued, else 200."""
     settings: Settings = request.app.state.settings
-    blobs = _blobs(request)
+    blobs = blobs_of(request)
     rows = await _checked(received)
 
     async def put_blobs() -> None:
@@ -182,7 +176,7 @@ async def list_documents(
         list[str] | None, Query(alias="media_type", description="Repeatable.", max_length=20)
     ] = None,
     limit: LimitQuery = 50,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     """Documents, newest first, filtered by their job's state and by media type; cursor-paged."""
     page, next_cursor = await documents.find_documents(
@@ -210,7 +204,7 @@ async def get_document_chunks(
     principal: CurrentPrincipal,
     document_id: uuid.UUID,
     limit: LimitQuery = 100,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     """The document's stored chunks in order (empty until its job is complete); cursor-paged."""
     page, next_cursor = await documents.document_chunks(
@@ -231,6 +225,6 @@ async def delete_document(
     """Delete a document: its job is cancelled in whatever state it is, its chunks and buffers
     removed, and its blob deleted unless another document uses the same content."""
     await documents.delete_document(
-        db_of(request), _blobs(request), document_id, owner=principal.scope
+        db_of(request), blobs_of(request), document_id, owner=principal.scope
     )
     return Response(status_code=204)

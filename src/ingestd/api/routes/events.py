@@ -16,8 +16,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ingestd.api.auth import CurrentPrincipal
-from ingestd.api.routes.jobs import db_of
+from ingestd.api.openapi import NOT_FOUND
+from ingestd.api.routes.common import db_of
 from ingestd.api.schemas import JobEvent
+from ingestd.service import jobs
 from ingestd.service.events import EventNotifier, follow
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -41,7 +43,9 @@ def sse(event: dict[str, Any]) -> str:
     return f"id: {event['id']}\nevent: job\ndata: {json.dumps(data)}\n\n"
 
 
-@router.get("/events", response_class=StreamingResponse, responses=STREAM_RESPONSES)
+@router.get(
+    "/events", response_class=StreamingResponse, responses={**STREAM_RESPONSES, **NOT_FOUND}
+)
 async def stream_events(
     request: Request,
     principal: CurrentPrincipal,
@@ -57,6 +61,8 @@ async def stream_events(
     """Job transitions as they happen (server-sent events), resumable with `Last-Event-ID`;
     without it the stream starts now."""
     notifier: EventNotifier = request.app.state.events
+    if job_id is not None:  # another owner's job answers 404, as on every other job route
+        await jobs.get_job(db_of(request), job_id, owner=principal.scope)
     start = last_event_id if last_event_id is not None else after
     feed = follow(
         db_of(request),

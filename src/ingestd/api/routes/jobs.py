@@ -10,16 +10,12 @@ from fastapi import APIRouter, Query, Request
 
 from ingestd.api.auth import CurrentPrincipal
 from ingestd.api.openapi import NOT_FOUND, NOT_FOUND_OR_CONFLICT
+from ingestd.api.routes.common import CursorQuery, LimitQuery, StateQuery, db_of
 from ingestd.api.schemas import Job, JobEvents, JobPage, Retried, RetryFilter
-from ingestd.db import Database
 from ingestd.service import jobs
-from ingestd.states import State
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-StateQuery = Annotated[
-    list[State] | None, Query(alias="state", description="Repeatable.", max_length=20)
-]
 CodeQuery = Annotated[
     list[str] | None,
     Query(alias="error_code", description="`last_error.code`; repeatable.", max_length=50),
@@ -27,12 +23,6 @@ CodeQuery = Annotated[
 SinceQuery = Annotated[
     datetime | None, Query(description="Entered its current state at or after this.")
 ]
-LimitQuery = Annotated[int, Query(ge=1, le=500)]
-
-
-def db_of(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
 
 
 @router.get("/jobs", response_model=JobPage)
@@ -43,7 +33,7 @@ async def list_jobs(
     error_codes: CodeQuery = None,
     since: SinceQuery = None,
     limit: LimitQuery = 50,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     """Jobs, newest first, filtered by state, error code and time; cursor-paged."""
     page, next_cursor = await jobs.find_jobs(

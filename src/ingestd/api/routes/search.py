@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from ingestd.api.auth import CurrentPrincipal
 from ingestd.api.errors import ApiError
-from ingestd.api.routes.jobs import db_of
+from ingestd.api.routes.common import db_of
 from ingestd.api.schemas import SearchRequest, SearchResults
 from ingestd.api.uploads import json_depth
 from ingestd.config import Settings
