@@ -3,6 +3,7 @@ chunks, delete, search, and owner isolation."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from typing import Any
@@ -119,6 +120,17 @@ async def test_an_idempotency_key_reused_for_another_request_is_refused(
     other_owner = await make_key(f"{owner}-b")  # keys are per owner: no clash with another one's
     theirs = await upload(client, other_owner, [("z.md", md("theirs"))], headers=headers)
     assert theirs.status_code == 201
+
+
+async def test_concurrent_first_uses_of_an_idempotency_key_get_one_answer(
+    client: httpx.AsyncClient, make_key: KeyFactory, owner: str
+) -> None:
+    key = await make_key(owner)
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    files = [("same.md", md("sent four times at once"))]
+    answers = await asyncio.gather(*(upload(client, key, files, headers=headers) for _ in range(4)))
+    # Whichever recorded first, every caller gets that first answer (201), not its own 200.
+    assert [(a.status_code, a.json()) for a in answers] == [(201, answers[0].json())] * 4
 
 
 async def test_search_chunks_and_delete_after_processing(
