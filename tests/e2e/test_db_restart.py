@@ -49,17 +49,14 @@ def test_workers_survive_a_database_restart(own_server: EmbeddedPostgres, tmp_pa
         time.sleep(2.0)  # the workers see refused connections for a while
         assert all(w.proc.poll() is None for w in workers)
         own_server.ensure_running()
-        resumed = time.monotonic()
         wait_until(
             lambda: state_counts(url) == {"complete": total},
             timeout=120,
             what="every document after the restart",
         )
-        drain_seconds = time.monotonic() - resumed
         assert all(w.proc.poll() is None for w in workers), "a worker died"
     finally:
         ensure_killed(*workers)
-    assert drain_seconds < 120
     dupes = query(
         url,
         "SELECT job_id, from_state, to_state FROM job_events"

@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from ingestd.app import App, open_app
 from ingestd.blobs.gc import blob_usage, collect_garbage
 from ingestd.blobs.postgres import PostgresBlobStore
 from ingestd.blobs.s3 import S3BlobStore
-from ingestd.cli import app as cli_app
 from ingestd.config import BlobSettings, Settings
 from ingestd.errors import PermanentError, TransientError
 from ingestd.ingest import ingest_files
 from ingestd.ports import BlobStore
 from ingestd.storage import LocalBlobStore
+from tests.cli_inprocess import invoke
 from tests.e2e.procs import query
 from tests.factories import write_corpus
 from tests.integration.blobs.conftest import TEST_PART_BYTES
@@ -142,8 +141,7 @@ def test_blobs_cli(settings: Settings) -> None:
         store.put(b"nobody refers to me")
     finally:
         store.close()
-    runner = CliRunner()
-    usage = runner.invoke(cli_app, ["blobs", "usage", "--json"], env=env)
+    usage = invoke(["blobs", "usage", "--json"], env=env)
     assert usage.exit_code == 0, usage.output
     assert json.loads(usage.output) == {
         "backend": "postgres",
@@ -152,10 +150,10 @@ def test_blobs_cli(settings: Settings) -> None:
         "unreferenced": 1,
         "unreferenced_bytes": 19,
     }
-    gc = runner.invoke(cli_app, ["blobs", "gc", "--older-than", "0", "--json"], env=env)
+    gc = invoke(["blobs", "gc", "--older-than", "0", "--json"], env=env)
     assert gc.exit_code == 0, gc.output
     assert json.loads(gc.output)["bytes"] == 19
-    again = runner.invoke(cli_app, ["blobs", "usage", "--json"], env=env)
+    again = invoke(["blobs", "usage", "--json"], env=env)
     assert json.loads(again.output)["blobs"] == 0
 
 
@@ -179,11 +177,10 @@ def test_blobs_copy_moves_a_home_folder_into_the_database(settings: Settings) ->
     env = {"INGESTD_DATABASE_URL": settings.database_url or "", "INGESTD_HOME": str(settings.home)}
     folder = LocalBlobStore(settings.blob_dir)
     keys = {folder.put(b"first upload"), folder.put(os.urandom(300_000))}
-    runner = CliRunner()
-    first = runner.invoke(cli_app, ["blobs", "copy", "--from", "local", "--json"], env=env)
+    first = invoke(["blobs", "copy", "--from", "local", "--json"], env=env)
     assert first.exit_code == 0, first.output
     assert json.loads(first.output)["copied"] == 2
-    again = runner.invoke(cli_app, ["blobs", "copy", "--from", "local", "--json"], env=env)
+    again = invoke(["blobs", "copy", "--from", "local", "--json"], env=env)
     assert json.loads(again.output) == {"copied": 0, "already_there": 2, "bytes_copied": 0}
     database = PostgresBlobStore(settings.database_url or "")
     database.open()
@@ -192,5 +189,5 @@ def test_blobs_copy_moves_a_home_folder_into_the_database(settings: Settings) ->
         assert all(database.get(k) == folder.get(k) for k in keys)
     finally:
         database.close()
-    same = runner.invoke(cli_app, ["blobs", "copy", "--from", "postgres"], env=env)
+    same = invoke(["blobs", "copy", "--from", "postgres"], env=env)
     assert same.exit_code != 0 and "already postgres" in same.output
