@@ -28,6 +28,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench_pipeline_memory.py", [], []),
     ("bench_api.py", ["--write"], ["--small", "100", "--large", "8", "--seconds", "5"]),
     ("bench_chunk_embed.py", ["--write"], ["--quick", "--write"]),
+    ("bench_local_embedder.py", ["--write"], ["--quick"]),
     ("bench_parsers.py", [], []),
     ("bench_mock_openai.py", ["--write"], ["--seconds", "2", "--write"]),
     ("bench_mock_llamaparse.py", ["--write"], ["--seconds", "2", "--write"]),

@@ -96,9 +96,13 @@ HELP: dict[str, str] = {
     "embedder.dimensions": "hash: vector size. openai: the `dimensions` parameter "
     "(text-embedding-3 models only).",
     "embedder.model": "local: the model (shipped: all-MiniLM-L6-v2). openai: the model name.",
-    "embedder.batch_size": "local: texts encoded per call.",
-    "embedder.device": "local: torch device.",
-    "embedder.num_threads": "local: torch threads (default: half the cores).",
+    "embedder.backend": "local: `torch` (sentence-transformers) or `onnx` (ONNX Runtime, on a "
+    "model exported once from the model's own weights into `<home>/models`, under a lock; the "
+    "same vectors, 1.4-1.8x torch's speed: docs/decisions/0010-local-model-runtime.md).",
+    "embedder.batch_size": "local: texts per forward pass (16: larger batches of 256-piece "
+    "chunks measured slower).",
+    "embedder.device": "local: torch device (`onnx`: the CPU only).",
+    "embedder.num_threads": "local: torch or ONNX Runtime threads (default: half the cores).",
     "embedder.base_url": "openai: the API base URL (any OpenAI-compatible server).",
     "embedder.api_key": "openai: the key; falls back to `OPENAI_API_KEY`.",
     "embedder.timeout_seconds": "openai: per-request timeout.",

@@ -65,6 +65,8 @@ def build_embedder(
             batch_size=config.batch_size,
             device=config.device,
             num_threads=config.num_threads,
+            backend=config.backend,
+            cache_dir=settings.home / "models",
         )
     if isinstance(config, OpenAIEmbedderSettings):
         from ingestd.embedders.openai import OpenAIEmbedder

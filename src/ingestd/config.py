@@ -52,9 +52,15 @@ class LocalEmbedderSettings(BaseModel):
 
     provider: Literal["local"] = "local"
     model: str = "all-MiniLM-L6-v2"
-    batch_size: int = Field(64, ge=1)
+    backend: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="`torch`: sentence-transformers; `onnx`: ONNX Runtime, on a model exported "
+        "once from the model's own weights into `<home>/models` (the same vectors; see "
+        "docs/benchmarks/local-embedder.md).",
+    )
+    batch_size: int = Field(16, ge=1, description="Texts per forward pass of the model.")
     device: str = "cpu"
-    # torch threads for encoding; None: half the cores.
+    # Threads for encoding (torch or ONNX Runtime); None: half the cores.
     num_threads: int | None = Field(None, ge=1)
 
 

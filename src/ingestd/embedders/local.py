@@ -5,13 +5,18 @@ The default model, all-MiniLM-L6-v2 (384 dimensions, 256 word pieces per input),
 local directory in sentence-transformers format. Nothing is ever downloaded: the Hugging Face
 libraries are put in offline mode and the model is loaded with ``local_files_only``.
 
-The model is loaded lazily, once per process, and shared by every ``LocalEmbedder`` naming it;
-``dimensions`` and ``max_input_tokens`` are read from the model's config files, so building an
-embedder (and the settings check at start-up) does not import torch. Inference runs in a worker
-thread (the event loop stays free), one batch at a time per process, on ``num_threads`` torch
-threads: half the cores by default, leaving the rest to the event loop, parsers and PostgreSQL
-(on a busy 2-core machine one thread measured 3x faster than two: see
-docs/benchmarks/chunking-embedding.md). Vectors are L2-normalised.
+Two backends run the model (``backend``): ``torch`` (sentence-transformers, the default) and
+``onnx`` (ONNX Runtime on a model exported once from the same weights into the ingestd home, see
+``local_onnx``; the same vectors to float noise, so the same vector space name, and 1.4-1.8x
+faster: docs/decisions/0010-local-model-runtime.md). The model is loaded lazily, once per
+process, and shared by every ``LocalEmbedder`` naming it; ``dimensions`` and
+``max_input_tokens`` are read from the model's config files, so building an embedder (and the
+settings check at start-up) does not import torch. Inference runs in a worker thread (the event
+loop stays free), one batch at a time per process, on ``num_threads`` threads: half the cores by
+default, leaving the rest to the event loop, parsers and PostgreSQL (on a busy 2-core machine one
+thread measured 3x faster than two: see docs/benchmarks/chunking-embedding.md), in forward passes
+of ``batch_size`` texts (16: at 256 word pieces a batch of 64 measured slower on both backends,
+its attention tensors no longer fitting the cache). Vectors are L2-normalised.
 
 ``max_input_tokens`` counts the model's own word pieces (special tokens included); longer inputs
 would be truncated by the model. The chunker sizes chunks in cl100k tokens, and a 256-token cl100k
@@ -29,7 +34,9 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Literal, Protocol
+
+import numpy as np
 
 from ingestd.errors import ConfigurationError, PermanentError
 from ingestd.ports import EmbeddingResult, EmbeddingUsage
@@ -46,30 +53,46 @@ _OFFLINE_ENVIRONMENT = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
+Backend = Literal["torch", "onnx"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx")
+DEFAULT_BACKEND: Backend = "torch"
+# Inputs per forward pass. At 256 word pieces, 64 measured slower than 16 on both runtimes
+# (the attention tensors of a large batch fall out of the cache): docs/benchmarks/local-embedder.md.
+DEFAULT_BATCH_SIZE = 16
+
 _load_lock = threading.Lock()
 _counters: dict[str, WordPieceCounter] = {}
 _inference_lock = threading.Lock()
-_models: dict[tuple[str, str], Any] = {}
+_models: dict[tuple[str, str, str], Encoder] = {}
 
 
 class LocalEmbedder:
-    """``Embedder`` port over a local sentence-transformers model."""
+    """``Embedder`` port over a local sentence-transformers model, run by torch or by ONNX
+    Runtime (``backend``; the ONNX model is exported once into ``cache_dir``)."""
 
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         device: str = "cpu",
         num_threads: int | None = None,
+        backend: Backend = DEFAULT_BACKEND,
+        cache_dir: Path | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}")
+        if backend not in BACKENDS:
+            raise ConfigurationError(f"unknown local embedder backend {backend!r}")
+        if backend != "torch" and device != "cpu":
+            raise ConfigurationError(f"the {backend} backend runs on the CPU, not on {device!r}")
         self._path = resolve_model_path(model)
         self.model = f"local/{model.rsplit('/', 1)[-1] if model in _PACKAGED_NAMES else model}"
         self.dimensions, self.max_input_tokens = read_model_shape(self._path)
         self.batch_size = batch_size
         self.device = device
         self.num_threads = num_threads or default_threads()
+        self.backend = backend
+        self.cache_dir = cache_dir or default_cache_dir()
 
     @property
     def input_token_counter(self) -> WordPieceCounter:
@@ -92,16 +115,10 @@ class LocalEmbedder:
         first use (a few seconds)."""
         if not texts:
             return EmbeddingResult(vectors=[], usage=EmbeddingUsage())
-        model = self.load()
+        encoder = self.load()
         batch = list(texts)
         with _inference_lock:
-            matrix = model.encode(
-                batch,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            matrix = encoder.encode(batch, self.batch_size)
         usage = EmbeddingUsage(prompt_tokens=sum(self.count_tokens(batch)), requests=0)
         vectors: list[list[float]] = matrix.tolist()
         return EmbeddingResult(vectors=vectors, usage=usage)
@@ -111,21 +128,31 @@ class LocalEmbedder:
         counts = self.input_token_counter.count_batch(texts)
         return [min(count, self.max_input_tokens) for count in counts]
 
-    def load(self) -> Any:
-        """The loaded ``SentenceTransformer``, shared per process and device."""
-        key = (str(self._path), self.device)
-        model = _models.get(key)
-        if model is None:
+    def load(self) -> Encoder:
+        """The loaded model, shared per process, device and backend (the first use of the onnx
+        backend on a machine exports the model first: about ten seconds)."""
+        key = (str(self._path), self.device, self.backend)
+        encoder = _models.get(key)
+        if encoder is None:
             with _load_lock:
-                model = _models.get(key)
-                if model is None:
-                    model = _load_model(self._path, self.device, self.num_threads)
-                    self._check_shape(model)
-                    _models[key] = model
-        return model
+                encoder = _models.get(key)
+                if encoder is None:
+                    encoder = self._load_encoder()
+                    self._check_shape(encoder)
+                    _models[key] = encoder
+        return encoder
 
-    def _check_shape(self, model: Any) -> None:
-        dimensions = int(model.get_embedding_dimension())
+    def _load_encoder(self) -> Encoder:
+        _set_offline_environment()
+        if self.backend == "torch":
+            return TorchEncoder(self._path, self.device, self.num_threads)
+        from ingestd.embedders.local_onnx import OnnxEncoder, ensure_onnx_model
+
+        onnx_path = ensure_onnx_model(self._path, self.cache_dir, self.model.removeprefix("local/"))
+        return OnnxEncoder(onnx_path, self._path, self.num_threads)
+
+    def _check_shape(self, encoder: Encoder) -> None:
+        dimensions = encoder.dimensions
         if dimensions != self.dimensions:
             raise ConfigurationError(
                 f"{self.model}: the model gives {dimensions} dimensions, "
@@ -156,6 +183,13 @@ class WordPieceCounter:
 
     def count_batch(self, texts: Sequence[str]) -> list[int]:
         return [len(encoded.ids) for encoded in self._tokenizer.encode_batch(list(texts))]
+
+
+def default_cache_dir() -> Path:
+    """Where exported models are kept when no ingestd home is given: the user's cache."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ingestd", appauthor=False)) / "models"
 
 
 def default_threads() -> int:
@@ -211,17 +245,37 @@ def _set_offline_environment() -> None:
         os.environ.setdefault(name, value)
 
 
-def _load_model(path: Path, device: str, num_threads: int) -> Any:
-    _set_offline_environment()
-    import torch
-    from sentence_transformers import SentenceTransformer
+class Encoder(Protocol):
+    """A loaded model: texts in, one L2-normalised row each out."""
 
-    torch.set_num_threads(num_threads)
-    try:
-        model = SentenceTransformer(str(path), device=device, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise PermanentError(
-            "embed.model_unavailable", f"cannot load the local model in {path}: {exc}"
-        ) from exc
-    model.eval()
-    return model
+    dimensions: int
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray: ...
+
+
+class TorchEncoder:
+    """The model in sentence-transformers on torch."""
+
+    def __init__(self, path: Path, device: str, num_threads: int) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(num_threads)
+        try:
+            self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise PermanentError(
+                "embed.model_unavailable", f"cannot load the local model in {path}: {exc}"
+            ) from exc
+        self.model.eval()
+        self.dimensions = int(self.model.get_embedding_dimension() or 0)
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        matrix: np.ndarray = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return matrix
