@@ -7,7 +7,7 @@ libraries are put in offline mode and the model is loaded with ``local_files_onl
 
 Two backends run the model (``backend``): ``torch`` (sentence-transformers, the default) and
 ``onnx`` (ONNX Runtime on a model exported once from the same weights into the ingestd home, see
-``local_onnx``; the same vectors to float noise, so the same vector space name, and 1.4-1.8x
+``local_onnx``; the same vectors to float noise, so the same vector space name, and 1.3-1.8x
 faster: docs/decisions/0010-local-model-runtime.md). The model is loaded lazily, once per
 process, and shared by every ``LocalEmbedder`` naming it; ``dimensions`` and
 ``max_input_tokens`` are read from the model's config files, so building an embedder (and the
