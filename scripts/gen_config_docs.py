@@ -98,7 +98,8 @@ HELP: dict[str, str] = {
     "embedder.model": "local: the model (shipped: all-MiniLM-L6-v2). openai: the model name.",
     "embedder.backend": "local: `torch` (sentence-transformers) or `onnx` (ONNX Runtime, on a "
     "model exported once from the model's own weights into `<home>/models`, under a lock; the "
-    "same vectors, 1.3-1.8x torch's speed on one thread: docs/decisions/0010-local-model-runtime.md).",
+    "same vectors, 1.3-1.8x torch's speed on one thread: "
+    "docs/decisions/0010-local-model-runtime.md).",
     "embedder.batch_size": "local: texts per forward pass (16: larger batches of 256-piece "
     "chunks measured slower).",
     "embedder.device": "local: torch device (`onnx`: the CPU only).",
