@@ -94,6 +94,8 @@ class DrainResult:
     embed_requests: int = 0
     mean_request_fullness: float = 0.0  # per request max(inputs share, tokens share), averaged
     full_request_share: float = 0.0  # requests at least 90 % full
+    partial_by_linger: int = 0  # partial requests sent when an input had waited the linger
+    partial_by_idle: int = 0  # partial requests sent because the worker had nothing to add
     inputs_full: float = 0.0  # mean inputs per request / the per-request input limit
     tokens_full: float = 0.0  # mean tokens per request / the per-request token limit
     peak_rss_mb: float = 0.0  # the largest worker's peak resident set
@@ -300,6 +302,8 @@ class Batching:
     tokens: int = 0
     fullness_sum: float = 0.0
     full: int = 0
+    by_linger: int = 0
+    by_idle: int = 0
 
     def shares(self, max_inputs: int, max_tokens: int) -> dict[str, float]:
         n = self.requests or 1
@@ -324,6 +328,8 @@ def batching_summary(log_path: Path) -> Batching:
             total.tokens += entry["tokens"]
             total.fullness_sum += entry["mean_fullness"] * entry["requests"]
             total.full += entry["full_requests"]
+            total.by_linger += entry.get("by_linger", 0)
+            total.by_idle += entry.get("by_idle", 0)
     return total
 
 
@@ -424,6 +430,8 @@ def drain(
         db_ms_per_doc=round(exec_ms / done, 3),
         env=extra_env,
         embed_requests=batching.requests,
+        partial_by_linger=batching.by_linger,
+        partial_by_idle=batching.by_idle,
         **(batching.shares(*limits) if batching.requests else {}),
         peak_rss_mb=round(peak_rss_mb, 1),
         docs_per_second_busy=round(done / busy, 2) if busy else 0.0,
@@ -470,7 +478,9 @@ def show(result: DrainResult) -> str:
         + (
             f"; {result.embed_requests} embedding requests, "
             f"{result.inputs_full:.0%} full by inputs and {result.tokens_full:.0%} by tokens "
-            f"on average, {result.full_request_share:.0%} at least 90 % full"
+            f"on average, {result.full_request_share:.0%} at least 90 % full "
+            f"(partial: {result.partial_by_linger} by the linger, "
+            f"{result.partial_by_idle} with nothing more to add)"
             if result.embed_requests
             else ""
         )

@@ -458,7 +458,7 @@ class EmbedBatchingSettings(BaseModel):
         "partial request, and sends the partial request at once when it can claim nothing.",
     )
     fill_wait_ms: float = Field(
-        5_000.0,
+        15_000.0,
         ge=0,
         le=60_000,
         description="With `fill`: longest an input waits for its request to fill while the "

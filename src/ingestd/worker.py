@@ -50,7 +50,7 @@ class RequestFill(Protocol):
     @property
     def hungry(self) -> bool: ...
 
-    def drive(self, wake: Callable[[], None]) -> None: ...
+    def drive(self, wake: Callable[[], None] | None) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -144,6 +144,9 @@ class Worker:
         """Let running batches finish their step within the grace period, then release."""
         if not self._tasks:
             return
+        if self.fill is not None:  # nothing more will be claimed: no request waits to fill
+            self.fill.drive(None)
+            self.fill.flush()
         _, pending = await asyncio.wait(self._tasks, timeout=self.settings.grace_seconds)
         for task in pending:
             task.cancel()

@@ -213,3 +213,14 @@ async def test_a_driven_batcher_is_not_hungry_with_max_in_flight_requests_unansw
     mb.flush()
     assert len((await call).vectors) == 3
     assert mb.hungry
+
+
+async def test_a_batcher_nobody_drives_any_more_uses_the_short_linger_again() -> None:
+    inner = FakeEmbedder()
+    mb = MicroBatcher(
+        inner, BatchLimits(max_inputs=8), linger_seconds=0.01, fill_wait_seconds=60, count=words
+    )
+    mb.drive(lambda: None)
+    mb.drive(None)  # the worker stops
+    result = await asyncio.wait_for(mb.embed(texts("a", 3)), timeout=5)
+    assert len(result.vectors) == 3 and mb.stats.by_linger == 1

@@ -176,9 +176,10 @@ class MicroBatcher:
 
     # -- the fill rule, driven by a worker ----------------------------------------------------
 
-    def drive(self, wake: Callable[[], None]) -> None:
+    def drive(self, wake: Callable[[], None] | None) -> None:
         """A worker fills the requests: ``wake`` is called whenever a call starts waiting or a
-        request is answered, and partial requests wait up to ``fill_wait_seconds``."""
+        request is answered, and partial requests wait up to ``fill_wait_seconds``; ``None``:
+        nobody drives any more (the worker stops), the short linger applies again."""
         self._wake = wake
 
     @property
