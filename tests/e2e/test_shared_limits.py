@@ -27,7 +27,6 @@ LIMIT, WINDOW = 30, 10.0
 def test_four_workers_share_one_limit_without_429s(settings: Settings, tmp_path: Path) -> None:
     url = settings.database_url or ""
     write_corpus(tmp_path / "docs", DOCS, paragraphs=1)
-    assert len(ingest(settings, tmp_path / "docs")) == DOCS
     behaviour = OpenAIBehaviour(
         rate_limits={"requests_per_minute": LIMIT, "window_seconds": WINDOW}  # type: ignore[arg-type]
     )
@@ -49,6 +48,9 @@ def test_four_workers_share_one_limit_without_429s(settings: Settings, tmp_path:
         }
         workers = [WorkerProcess(settings, tmp_path / "logs", **env) for _ in range(4)]
         try:
+            # The backlog arrives once all four run: one starting late would find it taken.
+            wait_until(lambda: running_workers(url) == 4, timeout=90, what="four workers up")
+            assert len(ingest(settings, tmp_path / "docs")) == DOCS
             wait_until(
                 lambda: state_counts(url).get("complete") == DOCS, timeout=90, what="all complete"
             )
@@ -68,3 +70,7 @@ def test_four_workers_share_one_limit_without_429s(settings: Settings, tmp_path:
         url, "SELECT count(DISTINCT worker_id) FROM job_events WHERE to_state = 'embeddings_stored'"
     )
     assert senders[0][0] == 4
+
+
+def running_workers(url: str) -> int:
+    return int(query(url, "SELECT count(*) FROM workers WHERE status = 'running'")[0][0])
