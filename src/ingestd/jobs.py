@@ -311,11 +311,11 @@ async def unfinished_jobs(conn: Conn, job_ids: Sequence[uuid.UUID]) -> set[uuid.
 
 
 async def finalize_chunks(conn: Conn, job_ids: set[uuid.UUID]) -> None:
-    """Swap the documents' chunks for the buffered ones, emptying the buffers (two statements:
-    the old chunks go first, as the new ones may carry the same ids)."""
+    """Swap the documents' chunks for the buffered ones and clear the buffers."""
     ids = {"ids": list(job_ids)}
     await conn.execute(QUERIES["delete_document_chunks"], ids)
     await conn.execute(QUERIES["finalize_chunks"], ids)
+    await conn.execute(QUERIES["clear_buffers"], ids)
 
 
 def is_illegal_transition(exc: BaseException) -> bool:
