@@ -158,7 +158,7 @@ WHERE j.id = ANY(%(ids)s) AND c.document_id = j.document_id
 
 -- name: finalize_chunks
 -- (Tried: one statement that also empties both buffers, INSERT ... SELECT from DELETE ...
--- RETURNING; the HNSW insert it feeds measured 10-25 % slower in two A/B rounds: not kept.)
+-- RETURNING; the HNSW insert it feeds measured 10-25 percent slower in two A/B rounds: not kept.)
 INSERT INTO chunks (id, document_id, owner, ordinal, text, token_count, heading_path, page,
                     embedding_model, embedding)
 SELECT b.chunk_id, j.document_id, j.owner, b.ordinal, b.text, b.token_count, b.heading_path,
