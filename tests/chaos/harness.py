@@ -218,6 +218,10 @@ def vendor_env(
         "INGESTD_EMBEDDER__API_KEY": "sk-test",
         "INGESTD_EMBEDDER__DIMENSIONS": str(DIMENSIONS),
         "INGESTD_EMBEDDER__TIMEOUT_SECONDS": "3",
+        # Small requests, so that a run of 60 documents makes many of them (a default request
+        # carries about 230 such documents: the whole run in one or two requests, and the outage
+        # would meet too few calls to open the breaker). The fill rule stays on.
+        "INGESTD_EMBEDDER__MAX_INPUTS_PER_REQUEST": "8",
         "INGESTD_PARSER__PROVIDER": "llamaparse",
         "INGESTD_PARSER__BASE_URL": llamaparse_url,
         "INGESTD_PARSER__API_KEY": "llx-test",

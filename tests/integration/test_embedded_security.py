@@ -121,6 +121,10 @@ def test_two_clients_share_the_server_over_tcp(fleet_server: EmbeddedPostgres) -
 
 
 def test_a_legacy_trust_cluster_is_upgraded_in_place(fleet_server: EmbeddedPostgres) -> None:
+    # Data written before the upgrade (this test's own: tests of a module may run in any process).
+    with psycopg.connect(fleet_server.status().url(), connect_timeout=5) as conn:
+        conn.execute("CREATE TABLE legacy_data (n int)")
+        conn.execute("INSERT INTO legacy_data VALUES (7)")
     fleet_server.stop()
     old_password = fleet_server.password()
     fleet_server.passfile.unlink()
@@ -129,7 +133,7 @@ def test_a_legacy_trust_cluster_is_upgraded_in_place(fleet_server: EmbeddedPostg
     status = fleet_server.ensure_running()
     assert fleet_server.password() != old_password
     with psycopg.connect(status.url(), connect_timeout=5) as conn:
-        assert conn.execute("SELECT count(*) FROM fleet").fetchone() == (1,)
+        assert conn.execute("SELECT n FROM legacy_data").fetchall() == [(7,)]
     assert "trust" not in (fleet_server.pgdata / "pg_hba.conf").read_text()
 
 
