@@ -24,13 +24,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import psycopg
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from ingestd.config import WorkerSettings
 from ingestd.db import QUERIES, Database
-from ingestd.db.database import backoff_delay
+from ingestd.db.listen import Listener, listen_forever
 from ingestd.jobs import ClaimedJob, JobStore
 from ingestd.observability.metrics import record_claim, record_held
 from ingestd.stages import Pipeline
@@ -296,21 +295,9 @@ class Worker:
             log.warning("worker.register_failed", error=str(exc))
 
     async def _listen_loop(self) -> None:
-        """LISTEN for new work; reconnect by itself whenever the connection drops."""
-        failures = 0
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.db.url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    failures = 0
-                    self._wake.set()  # we may have missed notifications while away
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.debug("worker.listen_reconnect", error=str(exc))
-                await asyncio.sleep(backoff_delay(failures, base=0.1, cap=5.0))
+        """LISTEN for new work; wake the claim loop on every notification and reconnection."""
+
+        async def wake(_: Listener) -> None:
+            self._wake.set()
+
+        await listen_forever(self.db.url, [NOTIFY_CHANNEL], wake, name="worker")

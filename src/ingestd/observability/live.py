@@ -11,12 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import psycopg
-import structlog
-
-from ingestd.db.database import backoff_delay
-
-log = structlog.get_logger(__name__)
+from ingestd.db.listen import Listener, listen_forever
 
 CHANNELS = ("ingestd_events", "ingestd_jobs")
 POLL_SECONDS = 1.0
@@ -41,28 +36,14 @@ class EventWatch:
             return self.latest
 
     async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                    for channel in CHANNELS:
-                        await conn.execute(f"LISTEN {channel}")
-                    failures = 0
-                    while True:
-                        await self._check(conn)
-                        async for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
-                            pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.debug("dashboard.watch_reconnect", error=str(exc))
-                await asyncio.sleep(backoff_delay(failures, base=0.1, cap=5.0))
+        await listen_forever(
+            self.url, CHANNELS, self._check, name="dashboard", poll_seconds=self.poll_seconds
+        )
 
-    async def _check(self, conn: psycopg.AsyncConnection[object]) -> None:
+    async def _check(self, conn: Listener) -> None:
         cur = await conn.execute("SELECT coalesce(max(id), 0) FROM job_events")
         row = await cur.fetchone()
-        newest = int(row[0]) if row else 0  # type: ignore[index]
+        newest = int(row[0]) if row else 0
         if newest != self.latest:
             async with self._changed:
                 self.latest = newest

@@ -21,14 +21,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-import structlog
 from psycopg.rows import dict_row
 
 from ingestd.db import QUERIES, Database
-from ingestd.db.database import Conn, backoff_delay
-
-log = structlog.get_logger(__name__)
+from ingestd.db.database import Conn
+from ingestd.db.listen import Listener, listen_forever
 
 CHANNEL = "ingestd_events"
 # Without a notification, followers look anyway this often (a lost connection, a rollback gap).
@@ -67,19 +64,10 @@ class EventNotifier:
         self._changed = asyncio.Event()
 
     async def _listen(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    attempt = 0
-                    self._wake()  # reconnected: events may have come meanwhile
-                    async for _ in conn.notifies():
-                        self._wake()
-            except psycopg.Error as exc:
-                attempt += 1
-                log.warning("events.listen_lost", error=str(exc), attempt=attempt)
-                await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=5.0))
+        async def wake(_: Listener) -> None:
+            self._wake()  # on a reconnection too: events may have come meanwhile
+
+        await listen_forever(self.url, [CHANNEL], wake, name="events")
 
 
 @dataclass
