@@ -20,12 +20,9 @@ import datetime as dt
 import logging
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -33,18 +30,9 @@ import httpx
 from ingestd.api.app import READY_TIMEOUT_SECONDS, create_app
 from ingestd.config import BlobSettings, HashEmbedderSettings, Settings
 from ingestd.db import Database
+from ingestd.testing.silent import silent_database
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "ready.md"
-
-
-@contextmanager
-def silent_database() -> Iterator[str]:
-    """A URL whose server accepts connections and never says a word."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        port = listener.getsockname()[1]
-        yield f"postgresql://postgres@127.0.0.1:{port}/ingestd?connect_timeout=2"
 
 
 async def measure(requests: int, concurrent: int) -> dict[str, list[float]]:

@@ -4,7 +4,6 @@ hung for minutes with the database down, and the API docs pages were served by d
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -14,6 +13,7 @@ from ingestd.api.app import READY_TIMEOUT_SECONDS, create_app
 from ingestd.app import App
 from ingestd.config import ApiSettings, BlobSettings, Settings
 from ingestd.db import Database
+from ingestd.testing.silent import silent_database
 
 DOC_PAGES = ("/docs", "/redoc", "/openapi.json")
 
@@ -29,11 +29,8 @@ async def serve(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncCl
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """A TCP port that accepts connections and never answers: a database that hangs."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        port = listener.getsockname()[1]
-        yield f"postgresql://postgres@127.0.0.1:{port}/ingestd?connect_timeout=2"
+    with silent_database(backlog=16) as url:
+        yield url
 
 
 async def test_ready_answers_503_instead_of_hanging_when_the_database_hangs(
