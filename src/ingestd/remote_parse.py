@@ -192,7 +192,6 @@ class RemoteParseStage:
             usage=usage,
         )
 
-
     async def _charge(self, job: ClaimedJob, usage: dict[str, float]) -> None:
         """The parse's pages and cost, into the usage ledger that budgets read."""
         spent = Usage(pages=usage["parse_pages"], usd=usage["parse_cost_usd"], requests=1)

@@ -103,10 +103,11 @@ def all_terminal(url: str, total: int) -> bool:
 
 
 def ensure_killed(*workers: WorkerProcess) -> None:
+    """Every worker ended (a stopped one woken to die) and its log file closed."""
     for worker in workers:
         if worker.proc.poll() is None:
             os.kill(worker.pid, signal.SIGCONT)
-            worker.kill()
+        worker.kill()
 
 
 class ServeProcess:

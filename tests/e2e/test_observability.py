@@ -8,14 +8,17 @@ the job, its document, its correlation id, the worker and the stage.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -163,17 +166,35 @@ def free_port_pair() -> int:
     raise AssertionError("no two adjacent free ports")
 
 
+class HeldEmbeddings:
+    """An ASGI wrapper that holds every embedding request until ``release()``: the workers stay
+    busy (and scrapeable) for as long as the test needs, however slowly they started."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/embeddings"):
+            while not self.released.is_set():
+                await asyncio.sleep(0.05)
+        await self.app(scope, receive, send)
+
+
 def test_run_with_processes_gives_each_child_its_own_metrics_port(
     settings: Settings, tmp_path: Path
 ) -> None:
     """``run --processes 2 --metrics-port P``: worker process 0 serves P, process 1 serves P + 1
     (one shared port used to make the second child fail to bind); each is scraped while it runs."""
     key = f"sk-test-{uuid.uuid4().hex}"
-    slow = build_behaviour(api_key=key, latency_ms=1500)  # the children live long enough
+    held = HeldEmbeddings(create_app(build_behaviour(api_key=key)))
     docs = tmp_path / "docs"
     write_corpus(docs, 6, paragraphs=1)
     base = free_port_pair()
-    with BackgroundServer(create_app(slow)) as server:
+    with BackgroundServer(held) as server:
         env = worker_env(
             settings,
             INGESTD_EMBEDDER__PROVIDER="openai",
@@ -193,11 +214,14 @@ def test_run_with_processes_gives_each_child_its_own_metrics_port(
                 port: wait_until(lambda port=port: _try_scrape(port), timeout=60, what=f"{port}")
                 for port in (base, base + 1)
             }
+            held.release()
             out, _ = run.communicate(timeout=120)
         finally:
+            held.release()
             if run.poll() is None:
                 run.kill()
-                run.communicate()
+            if run.stdout and not run.stdout.closed:
+                run.communicate()  # closes the pipe even when the run ended by itself
     assert run.returncode == 0, out
     for port, samples in scraped.items():
         # A worker's own registry: its counters and its process's figures.

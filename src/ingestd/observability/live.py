@@ -30,9 +30,7 @@ class EventWatch:
         """The newest event id, once it is past ``seen`` (or at ``timeout``, whatever it is)."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.latest > seen), timeout
-                )
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.latest > seen), timeout)
             return self.latest
 
     async def run(self) -> None:

@@ -19,7 +19,7 @@ from ingestd.config import Settings
 from ingestd.ingest import NewDocument, record_documents
 from ingestd.parsers.detect import SUPPORTED_MEDIA_TYPES, detect_file_media_type
 from ingestd.service import documents
-from ingestd.service.uploads import StoredAnswer, idempotent_answer, remember_answer
+from ingestd.service.uploads import StoredAnswer, answer_once
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
@@ -52,6 +52,10 @@ UPLOAD_RESPONSES: Responses = {
     200: {"model": UploadResult, "description": "Every file was a duplicate of the owner's."},
     403: error_answer("A non-admin key asked to upload for another owner."),
     413: error_answer("A file, the metadata, the number of parts or the body is too large."),
+    409: error_answer(
+        "A concurrent request with the same `Idempotency-Key` was still being recorded after "
+        "30 s (`idempotency.in_progress`): send it again."
+    ),
     415: error_answer("Not multipart/form-data, or a file of an unsupported type."),
     422: error_answer(
         "Not a valid upload (empty file, malformed multipart or metadata), or an "
@@ -78,8 +82,8 @@ async def upload_documents(
         Header(
             max_length=200,
             description="The same key with the same request (files, names, metadata) answers "
-            "the first answer, changing nothing; with another request, 422 "
-            "`idempotency.mismatch`.",
+            "the first answer, changing nothing (a concurrent one waits for it); with another "
+            "request, 422 `idempotency.mismatch`.",
         ),
     ] = None,
 ) -> Response:
@@ -107,13 +111,13 @@ async def _answer_once(
 ) -> StoredAnswer:
     """The answer kept for ``key`` if it was used with this same request; else record the
     upload and keep its answer. The body is read first: it is what the key is compared on."""
-    db = db_of(request)
-    fingerprint = received.fingerprint()
-    stored = await idempotent_answer(db, owner, key, fingerprint)
-    if stored is not None:
-        return stored
-    answer = await _record(request, received, owner)
-    return await remember_answer(db, owner, key, fingerprint, answer)
+    return await answer_once(
+        db_of(request),
+        owner,
+        key,
+        received.fingerprint(),
+        lambda: _record(request, received, owner),
+    )
 
 
 async def _record(request: Request, received: ReceivedUpload, owner: str) -> StoredAnswer:

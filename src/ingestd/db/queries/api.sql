@@ -26,12 +26,29 @@ UPDATE api_keys SET revoked_at = now() WHERE id = %(id)s AND revoked_at IS NULL
 SELECT status, response, request_sha256 FROM idempotency_keys
 WHERE owner = %(owner)s AND key = %(key)s
 
--- name: put_idempotent_response
--- Nothing when a concurrent request with the same key answered first: the caller reads its row.
-INSERT INTO idempotency_keys (owner, key, status, response, request_sha256)
-VALUES (%(owner)s, %(key)s, %(status)s, %(response)s, %(request_sha256)s)
-ON CONFLICT (owner, key) DO NOTHING
+-- name: claim_idempotency_key
+-- The key for this request: a new row, or a lapsed claim (its request died) taken over. Nothing
+-- when the key is answered or held by a live request: the caller reads the row and waits.
+INSERT INTO idempotency_keys (owner, key, request_sha256, claim_token, claimed_until)
+VALUES (%(owner)s, %(key)s, %(request_sha256)s, %(token)s,
+        now() + make_interval(secs => %(hold_seconds)s))
+ON CONFLICT (owner, key) DO UPDATE
+    SET request_sha256 = EXCLUDED.request_sha256, claim_token = EXCLUDED.claim_token,
+        claimed_until = EXCLUDED.claimed_until, created_at = now()
+    WHERE idempotency_keys.status IS NULL AND idempotency_keys.claimed_until < now()
 RETURNING key
+
+-- name: answer_idempotency_key
+-- Nothing when the claim was lost (it lapsed and another request took the key over).
+UPDATE idempotency_keys
+SET status = %(status)s, response = %(response)s, claim_token = NULL, claimed_until = NULL
+WHERE owner = %(owner)s AND key = %(key)s AND claim_token = %(token)s AND status IS NULL
+RETURNING key
+
+-- name: release_idempotency_key
+-- The request failed before it had an answer: the next request with the key starts afresh.
+DELETE FROM idempotency_keys
+WHERE owner = %(owner)s AND key = %(key)s AND claim_token = %(token)s AND status IS NULL
 
 -- name: find_jobs
 SELECT j.id, j.document_id, j.owner, d.filename, j.state, j.last_error, j.usage, j.attempt,
