@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from ingestd.app import App, open_app
 from ingestd.config import Settings, read_settings
@@ -18,6 +18,9 @@ from ingestd.db import Database
 from ingestd.errors import IngestdError
 from ingestd.logs import configure_logging
 from ingestd.redact import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 T = TypeVar("T")
 
@@ -35,8 +38,33 @@ app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(mock_app, name="mock")
 
-console = Console()
-err_console = Console(stderr=True)
+
+@functools.cache
+def rich_console(*, stderr: bool = False) -> Console:
+    """The command's rich console on stdout (or stderr), made on first use: importing rich costs
+    ~0.1 s of CPU, which the worker and ``serve`` (they print nothing through it) paid at start."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+class _LazyConsole:
+    """``console.print(...)`` etc. on ``rich_console(stderr)``; pass ``rich_console(...)`` itself
+    where a real Console is needed (a ``Progress``)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(rich_console(stderr=self._stderr), name)
+
+
+if TYPE_CHECKING:
+    console: Console
+    err_console: Console
+else:
+    console = _LazyConsole(stderr=False)
+    err_console = _LazyConsole(stderr=True)
 
 OwnerOpt = typer.Option(
     None, "--owner", envvar="INGESTD_OWNER", help="Owner of the documents (default: 'local')."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from ingestd.cli.common import (
     JsonOpt,
@@ -61,6 +60,8 @@ def keys_list(
     if as_json:
         print_json([k.to_json() for k in found])
         return
+    from rich.table import Table
+
     table = Table("id", "owner", "name", "admin", "created", "last used", "revoked")
     for k in found:
         row = k.to_json()

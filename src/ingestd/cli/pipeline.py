@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ingestd import reports
 from ingestd.app import App
@@ -29,6 +27,7 @@ from ingestd.cli.common import (
     err_console,
     load_settings,
     print_json,
+    rich_console,
     run_command,
     scoped_owner,
     with_app,
@@ -160,6 +159,14 @@ async def _watch(jobs: Iterable[uuid.UUID], db: Database, poll: float = 0.25) ->
     Jobs are counted once however often they are named (identical files share one), and a job
     deleted meanwhile (its document removed) counts as done, so the wait always ends.
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     job_ids = sorted(set(jobs))
     terminal = {s.value for s in TERMINAL_STATES}
     columns = (
@@ -169,7 +176,7 @@ async def _watch(jobs: Iterable[uuid.UUID], db: Database, poll: float = 0.25) ->
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as bar:
+    with Progress(*columns, console=rich_console(stderr=True), transient=False) as bar:
         task = bar.add_task("ingesting", total=len(job_ids), detail="")
         while True:
             counts = await _job_counts(db, job_ids)
@@ -324,6 +331,8 @@ async def _drive(
 async def _summary(
     opened: App, counts: dict[str, int], documents: int, elapsed: float, query: str | None
 ) -> None:
+    from rich.table import Table
+
     overview = await reports.status(opened.db, owner=opened.settings.owner)
     table = Table(title="ingestd run", show_header=False)
     table.add_row("documents", str(documents))

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from ingestd import reports
 from ingestd.app import App
@@ -24,7 +23,9 @@ from ingestd.cli.common import (
     run_command,
     scoped_owner,
     with_app,
+    with_db,
 )
+from ingestd.db import Database
 from ingestd.search import search as run_search
 from ingestd.states import State
 from ingestd.traffic.headers import parse_duration
@@ -37,13 +38,15 @@ def status(
     """Jobs by state, documents and chunks stored, and live workers."""
     settings = load_settings(owner=owner)
 
-    async def body(opened: App) -> dict[str, Any]:
-        return await reports.status(opened.db, owner=scoped_owner(settings, all_owners))
+    async def body(db: Database) -> dict[str, Any]:
+        return await reports.status(db, owner=scoped_owner(settings, all_owners))
 
-    result = run_command(with_app(settings, body))
+    result = run_command(with_db(settings, body))
     if as_json:
         print_json(result)
         return
+    from rich.table import Table
+
     table = Table("state", "jobs")
     for state, n in result["counts"].items():
         if n:
@@ -79,14 +82,16 @@ def jobs_list(
         if s not in {x.value for x in State}:
             raise typer.BadParameter(f"unknown state {s!r}", param_hint="--state")
 
-    async def body(opened: App) -> list[dict[str, Any]]:
+    async def body(db: Database) -> list[dict[str, Any]]:
         scope = scoped_owner(settings, all_owners)
-        return await reports.list_jobs(opened.db, owner=scope, states=state, limit=limit)
+        return await reports.list_jobs(db, owner=scope, states=state, limit=limit)
 
-    rows = run_command(with_app(settings, body))
+    rows = run_command(with_db(settings, body))
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("job", "file", "state", "progress", "error", "waiting on")
     for row in rows:
         pct = row["progress"]["percent"]
@@ -111,14 +116,14 @@ def jobs_show(
     """One job in full, with its event history."""
     settings = load_settings(owner=owner)
 
-    async def body(opened: App) -> dict[str, Any] | reports.JobNotFound:
+    async def body(db: Database) -> dict[str, Any] | reports.JobNotFound:
         try:
             scope = scoped_owner(settings, all_owners)
-            return await reports.get_job(opened.db, job_id, owner=scope)
+            return await reports.get_job(db, job_id, owner=scope)
         except reports.JobNotFound as exc:
             return exc
 
-    job = run_command(with_app(settings, body))
+    job = run_command(with_db(settings, body))
     if isinstance(job, reports.JobNotFound):
         err_console.print(job.message)
         raise typer.Exit(4)
@@ -141,6 +146,8 @@ def jobs_show(
         "correlation_id",
     ):
         console.print(f"{key:16} {job.get(key)}")
+    from rich.table import Table
+
     table = Table("when", "event", "from", "to", "worker", "ms", "error")
     for ev in job["events"]:
         error = (ev["error"] or {}).get("code", "")

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from ingestd import traffic
-from ingestd.app import App
 from ingestd.cli.common import (
     JsonOpt,
     OwnerOpt,
@@ -17,8 +15,9 @@ from ingestd.cli.common import (
     load_settings,
     print_json,
     run_command,
-    with_app,
+    with_db,
 )
+from ingestd.db import Database
 
 
 @app.command()
@@ -27,13 +26,15 @@ def limits(as_json: bool = JsonOpt) -> None:
     transitions, and what parked jobs wait on."""
     settings = load_settings()
 
-    async def body(opened: App) -> dict[str, Any]:
-        return await traffic.snapshot(opened.db)
+    async def body(db: Database) -> dict[str, Any]:
+        return await traffic.snapshot(db)
 
-    found = run_command(with_app(settings, body))
+    found = run_command(with_db(settings, body))
     if as_json:
         print_json(found)
         return
+    from rich.table import Table
+
     table = Table("limit", "per minute", "burst", "available", "source", "paused until")
     for row in found["limits"]:
         table.add_row(
@@ -74,13 +75,15 @@ def costs(
     """Spend by day, service and owner (requests, tokens, pages, US dollars)."""
     settings = load_settings()
 
-    async def body(opened: App) -> list[dict[str, Any]]:
-        return await traffic.costs(opened.db, days=days, owner=owner)
+    async def body(db: Database) -> list[dict[str, Any]]:
+        return await traffic.costs(db, days=days, owner=owner)
 
-    rows = run_command(with_app(settings, body))
+    rows = run_command(with_db(settings, body))
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("day", "service", "owner", "requests", "tokens", "pages", "USD")
     for row in rows:
         table.add_row(

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from ingestd.cli.common import JsonOpt, app, console, load_settings, print_json, run_command
 from ingestd.config import Settings
@@ -39,6 +38,8 @@ def workers(
     if as_json:
         print_json(found)
         return
+    from rich.table import Table
+
     table = Table("worker", "status", "heartbeat", "jobs held", "processed", "holds")
     for w in found:
         holds = ", ".join(f"{j['job_id'][:8]} {j['state']}" for j in w["holds"][:4])
@@ -85,6 +86,8 @@ def alerts(
 
 
 def _print_alerts(statuses: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     table = Table("alert", "severity", "status", "summary", "runbook")
     for s in statuses:
         mark = "[red]FIRING[/red]" if s["status"] == "firing" else "[green]ok[/green]"
