@@ -63,7 +63,8 @@ async def run_checks(settings: Settings, *, live: bool = False) -> list[CheckRes
 
 
 async def _operations(settings: Settings) -> list[CheckResult]:
-    """Alerts firing, stale workers, long-held jobs, disk (ingestd.observability.checks)."""
+    """Alerts firing, stale workers, long-held jobs, the vector indexes, disk
+    (ingestd.observability.checks)."""
     from ingestd.observability import checks
 
     results = [_verdict("disk", lambda: checks.disk_check(settings))]
@@ -73,6 +74,7 @@ async def _operations(settings: Settings) -> list[CheckResult]:
                 ("alerts", checks.alerts_check),
                 ("workers", checks.workers_check),
                 ("long-held jobs", checks.long_leases_check),
+                ("vector index", checks.vector_index_check),
             ):
                 try:
                     status, detail = await check(db, settings)

@@ -119,6 +119,59 @@ def db_url(
         )
 
 
+@db_app.command("rebuild-vector-index")
+def db_rebuild_vector_index(
+    model: str | None = typer.Option(
+        None, "--model", help="Only this embedding model's index (default: every model's)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Rebuild even when the build parameters are already current."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would be done; change nothing."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rebuild the HNSW vector indexes built with outdated parameters, online.
+
+    Each index whose m / ef_construction differ from the current ones (every index with --force)
+    is rebuilt with CREATE INDEX CONCURRENTLY under a temporary name, then swapped in within one
+    short transaction: searches and workers keep running. Leftovers of a failed run are dropped.
+    """
+    from ingestd.db.database import RebuildStep, rebuild_vector_indexes, resolve_database_url
+
+    settings = load_settings()
+    url = reporting_errors(lambda: resolve_database_url(settings))
+
+    def show(step: RebuildStep) -> None:
+        if as_json:
+            return
+        old = f"m={step.old['m']}, ef_construction={step.old['ef_construction']}"
+        new = f"m={step.new['m']}, ef_construction={step.new['ef_construction']}"
+        size = f"{step.size_bytes / 1024**2:.1f} MiB"
+        if step.new_size_bytes is not None:
+            size += f" -> {step.new_size_bytes / 1024**2:.1f} MiB"
+        took = f" in {step.seconds:.1f}s" if step.seconds is not None else ""
+        params = (
+            old
+            if step.action in ("up to date",) or "leftover" in step.action
+            else (f"{old} -> {new}")
+        )
+        invalid = "" if step.valid else " INVALID"
+        console.print(
+            f"{step.action:20} {step.index} ({step.model or '?'}{invalid}): {params}, {size}{took}",
+            soft_wrap=True,
+        )
+
+    steps = run_command(
+        rebuild_vector_indexes(url, model=model, force=force, dry_run=dry_run, on_step=show)
+    )
+    if as_json:
+        print_json([step.to_json() for step in steps])
+    elif not steps:
+        console.print(f"no vector index{f' for model {model}' if model else ''}")
+
+
 # -- ingest, worker, run ----------------------------------------------------------------------
 
 

@@ -51,3 +51,31 @@ def disk_check(settings: Settings) -> tuple[str, str]:
     free, floor = usage.free, settings.observability.min_free_disk_bytes
     detail = f"{free / 1024**3:.1f} GiB free of {usage.total / 1024**3:.1f} GiB under {folder}"
     return ("fail" if free < floor else "ok"), detail
+
+
+async def vector_index_check(db: Database, settings: Settings) -> tuple[str, str]:
+    """Warn about HNSW indexes built with other parameters than the current ones (homes made
+    before m = 8) and about leftovers of a failed rebuild; both are fixed by one command."""
+    from ingestd.db.database import HNSW_EF_CONSTRUCTION, HNSW_M, list_vector_indexes
+
+    async with db.connection() as conn:
+        indexes = await list_vector_indexes(conn)
+    problems = []
+    for index in indexes:
+        if index.leftover:
+            state = "valid" if index.valid else "INVALID"
+            problems.append(f"{index.name}: {state} leftover of a failed rebuild")
+        elif index.model is not None and (index.outdated or not index.valid):
+            state = "" if index.valid else "INVALID, "
+            problems.append(
+                f"{index.name} ({index.model}): {state}built with m={index.m}, "
+                f"ef_construction={index.ef_construction}"
+            )
+    if problems:
+        return "warn", (
+            "; ".join(problems) + f" (current: m={HNSW_M}, ef_construction={HNSW_EF_CONSTRUCTION});"
+            " run `ingestd db rebuild-vector-index`"
+        )
+    return "ok", f"{len(indexes)} index(es), built with m={HNSW_M}, ef_construction=" + str(
+        HNSW_EF_CONSTRUCTION
+    )
