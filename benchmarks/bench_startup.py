@@ -11,8 +11,10 @@ hash embedder, as tests/conftest.py ``worker_env``), so it measures start-up and
 the worker logs just before it claims. ``python -c pass`` is the interpreter's own floor.
 
 Byte code is written and reused (``PYTHONDONTWRITEBYTECODE`` is dropped from the children's
-environment): a first warm-up run of every command fills ``__pycache__``. ``-X importtime``
-(not run here) shows where an import's time goes.
+environment): a first warm-up run of every command fills ``__pycache__`` of each ``--src``
+(give an exported copy, e.g. ``git archive main src | tar -x -C /tmp/a``, rather than a checkout
+someone else works in). ``--src A --src B`` runs the two alternately, command by command.
+``python -X importtime`` (not run here) shows where an import's time goes.
 """
 
 from __future__ import annotations
