@@ -122,7 +122,12 @@ class MarkdownChunker:
             return tokens.count_tokens(text, self.encoding)
         count = cache.get(text)
         if count is None:
-            count = cache[text] = tokens.count_tokens(text, self.encoding)
+            counter: tokens.SpanCounter | None = self._memo.counter
+            if counter is None:
+                count = tokens.count_tokens(text, self.encoding)
+            else:
+                count = counter.count(text)
+            cache[text] = count
         return count
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
@@ -131,6 +136,7 @@ class MarkdownChunker:
         headings = HeadingIndex(markdown)
         chunks: list[Chunk] = []
         self._memo.cache = {}  # per thread: chunk() runs in several threads at once
+        self._memo.counter = None
         try:
             for start, text, count in self._merged(markdown, self._pieces(markdown)):
                 chunks.append(
@@ -145,12 +151,17 @@ class MarkdownChunker:
                 )
         finally:
             del self._memo.cache
+            del self._memo.counter
         return chunks
 
     def _pieces(self, markdown: str) -> Iterator[tuple[int, str, int]]:
         """(start, text, token count) of each chunk, in order, each within the limit."""
         for start, end, is_long_run in segments(markdown):
             self._memo.cache.clear()  # bounded memory: a segment's texts are never asked again
+            # The splitter's candidates are substrings of the window: counted from one encoding.
+            self._memo.counter = (
+                None if is_long_run else tokens.SpanCounter(markdown[start:end], self.encoding)
+            )
             if is_long_run:
                 spans: Iterator[Span] = self._token_spans(
                     markdown, start, end, self.max_tokens, self.overlap_tokens
