@@ -3,7 +3,9 @@
 ``MarkdownChunker`` implements the ``Chunker`` port. Sizes are counted in tokens of the embedding
 model's tokenizer (``cl100k_base``, offline, see ``ingestd.tokens``). The semantic splitting is done
 by semantic-text-splitter's ``MarkdownSplitter`` (headings, then paragraphs, lists, sentences,
-words), sized by our tokenizer. Around it, three guards keep the promises the pipeline relies on:
+words), sized by our tokenizer, which counts every candidate inside a window from one encoding
+of the window (``tokens.SpanCounter``, exact). Around it, three guards keep the promises the
+pipeline relies on:
 
 * the text is fed to the splitter in windows of at most ~64k characters, cut at a heading or blank
   line, because the splitter's cost grows faster than linearly within one unbroken block;
