@@ -59,6 +59,9 @@ def test_rebuild_while_a_worker_inserts_loses_nothing(settings: Settings, tmp_pa
         assert warned["status"] == "warn" and "m=16" in warned["detail"]
         dry = ingestd_json(settings, "db", "rebuild-vector-index", "--dry-run")
         assert [(s["index"], s["action"]) for s in dry] == [(name, "would rebuild")]  # type: ignore[attr-defined]
+        text = run_ingestd(settings, "db", "rebuild-vector-index", "--dry-run").stdout
+        assert "would rebuild" in text and name in text
+        assert "m=16, ef_construction=64 -> m=8, ef_construction=64" in text
         assert query(url, "SELECT reloptions FROM pg_class WHERE relname = %s", (name,)) == [
             (None,)
         ]

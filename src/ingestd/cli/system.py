@@ -152,11 +152,10 @@ def db_rebuild_vector_index(
         if step.new_size_bytes is not None:
             size += f" -> {step.new_size_bytes / 1024**2:.1f} MiB"
         took = f" in {step.seconds:.1f}s" if step.seconds is not None else ""
-        params = (
-            old
-            if step.action in ("up to date",) or "leftover" in step.action
-            else (f"{old} -> {new}")
-        )
+        if step.swap_ms is not None:
+            took += f" (swap {step.swap_ms:.0f} ms)"
+        changes = step.action in ("rebuilt", "would rebuild")
+        params = f"{old} -> {new}" if changes else old
         invalid = "" if step.valid else " INVALID"
         console.print(
             f"{step.action:20} {step.index} ({step.model or '?'}{invalid}): {params}, {size}{took}",

@@ -366,6 +366,7 @@ class RebuildStep:
     size_bytes: int
     new_size_bytes: int | None = None
     seconds: float | None = None
+    swap_ms: float | None = None  # how long the drop-and-rename transaction took
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -378,6 +379,7 @@ class RebuildStep:
             "size_bytes": self.size_bytes,
             "new_size_bytes": self.new_size_bytes,
             "seconds": self.seconds,
+            "swap_ms": self.swap_ms,
         }
 
 
@@ -457,7 +459,7 @@ async def rebuild_vector_indexes(
                     report(step)
                     continue
                 started = time.monotonic()
-                step.new_size_bytes = await _rebuild_one(conn, index)
+                step.new_size_bytes, step.swap_ms = await _rebuild_one(conn, index)
                 step.action, step.valid = "rebuilt", True
                 step.seconds = round(time.monotonic() - started, 3)
                 log.info("db.vector_index_rebuilt", **step.to_json())
@@ -467,8 +469,9 @@ async def rebuild_vector_indexes(
     return steps
 
 
-async def _rebuild_one(conn: Conn, index: VectorIndex) -> int:
-    """Build ``index``'s replacement concurrently and swap it in; the new index's size."""
+async def _rebuild_one(conn: Conn, index: VectorIndex) -> tuple[int, float]:
+    """Build ``index``'s replacement concurrently and swap it in; the new index's size and the
+    milliseconds the swap transaction took (its last attempt)."""
     assert index.model is not None
     temporary = index.name + REBUILD_SUFFIX
     await conn.execute(
@@ -486,7 +489,9 @@ async def _rebuild_one(conn: Conn, index: VectorIndex) -> int:
     )
     # The swap needs ACCESS EXCLUSIVE on chunks for a moment: a short lock_timeout, retried, so
     # it never queues long behind a writer while every later search and insert waits behind it.
+    swap_ms = 0.0
     for attempt in range(SWAP_ATTEMPTS):
+        started = time.monotonic()
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = {SWAP_LOCK_TIMEOUT_MS}")
@@ -498,6 +503,7 @@ async def _rebuild_one(conn: Conn, index: VectorIndex) -> int:
                         sql.Identifier(temporary), sql.Identifier(index.name)
                     )
                 )
+            swap_ms = round((time.monotonic() - started) * 1000, 1)
             break
         except psycopg.errors.LockNotAvailable:
             if attempt == SWAP_ATTEMPTS - 1:
@@ -508,4 +514,4 @@ async def _rebuild_one(conn: Conn, index: VectorIndex) -> int:
         "SELECT pg_relation_size(oid) FROM pg_class WHERE relname = %s", (index.name,)
     )
     row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]) if row else 0), swap_ms
