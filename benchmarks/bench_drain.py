@@ -4,6 +4,7 @@
                                      [--documents N] [--env NAME=VALUE ...]
                                      [--embedder hash|openai-mock] [--latency-ms 150]
                                      [--max-inputs N] [--embed-concurrency N]
+                                     [--top N] [--profile worker.prof|worker.html|worker.txt]
 
 For each corpus shape (``5kb``: 1,000 Markdown documents of ~5 KB; ``100kb``: 200 of ~100 KB,
 both from ``scripts/gen_corpus.py --backlog``) and each worker count, a fresh embedded PostgreSQL
@@ -389,8 +390,8 @@ def drain(
         machine_before = machine_cpu()
         started = time.perf_counter()
         command = [sys.executable, "-m", "ingestd", "worker", "--burst"]
-        if profile_html is not None:  # one profiled worker: pyinstrument around the same command
-            command[1:1] = ["-m", "pyinstrument", "-r", "html", "-o", str(profile_html)]
+        if profile_html is not None:  # one profiled worker: a profiler around the same command
+            command[1:1] = profiler_argv(profile_html)
         with log_path.open("w") as log_file:
             procs = [
                 subprocess.Popen(command, env=env, stderr=log_file, stdout=log_file)
@@ -440,6 +441,32 @@ def drain(
         mock_cpu_ms_per_doc=round(cpu[1] * 1000 / done, 2) if mock else 0.0,
         machine_idle=round(idle / total, 3) if total else 0.0,
     )
+
+
+# cProfile timed by the CPU time of the event loop's thread: wall time would charge a function
+# for the GIL waits it spent while the chunking and blob threads ran, and for the machine's load.
+LOOP_CPU_PROFILE = """
+import cProfile, runpy, sys, time
+out = sys.argv[1]  # then "-m ingestd worker ...": the worker's own arguments follow
+sys.argv = ["ingestd", *sys.argv[4:]]
+profile = cProfile.Profile(time.thread_time)
+profile.enable()
+try:
+    runpy.run_module("ingestd", run_name="__main__", alter_sys=True)
+finally:
+    profile.disable()
+    profile.dump_stats(out)
+"""
+
+
+def profiler_argv(out: Path) -> list[str]:
+    """The profiler for ``out``: ``.prof``, a pstats file of cProfile timed by the event loop
+    thread's CPU time; else pyinstrument (``.html``: its HTML page, any other suffix: its text
+    tree), timed by wall clock."""
+    if out.suffix == ".prof":
+        return ["-c", LOOP_CPU_PROFILE, str(out)]
+    renderer = "html" if out.suffix == ".html" else "text"
+    return ["-m", "pyinstrument", "-r", renderer, "-o", str(out)]
 
 
 def wait_all(procs: list[subprocess.Popen[bytes]]) -> tuple[list[int], float, float]:
@@ -497,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-dir", type=Path, default=None, help="reuse generated corpora")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--top", type=int, default=0, help="print the N costliest statements")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="profile the worker (one): .prof for cProfile, .html or .txt for pyinstrument",
+    )
     parser.add_argument("--embedder", choices=("hash", "openai-mock"), default="hash")
     parser.add_argument("--latency-ms", type=float, default=150.0, help="openai-mock latency")
     parser.add_argument("--max-inputs", type=int, default=None, help="inputs per request")
@@ -521,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                     latency_ms=args.latency_ms,
                     max_inputs=args.max_inputs,
                     embed_concurrency=args.embed_concurrency,
+                    profile_html=args.profile,
                 )
                 print(show(result), file=sys.stderr, flush=True)
                 results.append(asdict(result))

@@ -8,6 +8,7 @@ a stage for the whole batch in one transaction (one UPDATE over ``unnest`` that 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from ingestd.db import QUERIES, Database
 from ingestd.db.database import Conn
@@ -201,20 +201,23 @@ class JobStore:
         return done
 
     def _outcome_params(self, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        return {
-            "worker": self.worker_id,
-            "ids": [o.job.id for o in outcomes],
-            "attempts": [o.job.attempt for o in outcomes],
-            "from_states": [o.job.state.value for o in outcomes],
-            "to_states": [o.to_state.value for o in outcomes],
-            "kinds": [o.kind for o in outcomes],
-            "release": [o.release for o in outcomes],
-            "delays": [o.delay for o in outcomes],
-            "retry_counts": [o.retry_count for o in outcomes],
-            "errors": [Jsonb(o.error) if o.error is not None else None for o in outcomes],
-            "patches": [Jsonb(o.patch) for o in outcomes],
-            "durations": [o.duration_ms for o in outcomes],
-        }
+        rows = [
+            {
+                "id": str(o.job.id),
+                "attempt": o.job.attempt,
+                "from_state": o.job.state.value,
+                "to_state": o.to_state.value,
+                "kind": o.kind,
+                "release": o.release,
+                "delay": o.delay,
+                "retry_count": o.retry_count,
+                "error": o.error,
+                "patch": o.patch,
+                "duration_ms": o.duration_ms,
+            }
+            for o in outcomes
+        ]
+        return {"worker": self.worker_id, "outcomes": json.dumps(rows)}
 
     def _fence_params(self, jobs: Iterable[ClaimedJob]) -> dict[str, Any]:
         jobs = list(jobs)

@@ -19,6 +19,7 @@ import numpy as np
 import structlog
 from structlog.contextvars import bound_contextvars
 
+from ingestd.blobs import BatchedBlobStore
 from ingestd.chunking import chunk_id
 from ingestd.config import WorkerSettings
 from ingestd.db import Database
@@ -58,6 +59,9 @@ VectorRows = list[tuple[uuid.UUID, str, np.ndarray]]
 PARSED_CACHE_MAX_CHARS = 1_000_000
 # Blob reads and writes up to this size run on the event loop, larger ones in a thread.
 INLINE_MAX_BYTES = 64 * 1024
+# Uploads and parsed texts up to this size are read and written a batch at a time, where the
+# blob store can (``BatchedBlobStore``: one statement for the batch's blobs, not one each).
+BATCHED_BLOB_MAX_BYTES = 256 * 1024
 # For budget estimates before a call: English text averages about four characters per token.
 CHARS_PER_TOKEN = 4
 T = TypeVar("T")
@@ -300,8 +304,99 @@ class Pipeline:
     # -- parse and validate --------------------------------------------------------------
 
     async def _parse(self, jobs: list[ClaimedJob]) -> StageResult:
-        outcomes = await asyncio.gather(*(self._parse_one(j) for j in jobs))
-        return list(outcomes), None
+        blobs = self.ports.blobs
+        if self._remote is not None or not isinstance(blobs, BatchedBlobStore):
+            outcomes = await asyncio.gather(*(self._parse_one(j) for j in jobs))
+            return list(outcomes), None
+        # A store with batch calls: the batch's small uploads in one read and their parsed
+        # texts in one write (one round trip and one thread hop each, not one per document).
+        small = [j for j in jobs if j.size_bytes <= BATCHED_BLOB_MAX_BYTES and self._fits(j)]
+        uploads: dict[str, bytes | Exception] = {}
+        if small:
+            keys = [j.blob_key for j in small]
+            try:
+                uploads.update(await asyncio.to_thread(blobs.get_many, keys))
+            except Exception as exc:  # each of those jobs fails (or retries) with the error
+                uploads = dict.fromkeys(keys, exc)
+        parsed = await asyncio.gather(*(self._parse_local(j, uploads) for j in jobs))
+        return await self._store_parsed(blobs, parsed), None
+
+    def _fits(self, job: ClaimedJob) -> bool:
+        limit = self.ports.max_parse_bytes
+        return limit is None or job.size_bytes <= limit
+
+    async def _parse_local(
+        self, job: ClaimedJob, uploads: dict[str, bytes | Exception]
+    ) -> Outcome | tuple[ClaimedJob, ParsedDocument, float]:
+        """Parse one job's upload (read from ``uploads`` when the batch read holds it): its
+        parsed document, or the outcome of its failure."""
+        with bound_contextvars(**job.log_fields()):
+            started = time.monotonic()
+            try:
+                if self.ports.max_parse_bytes is not None:
+                    check_size(job.size_bytes, self.ports.max_parse_bytes)
+                data = uploads.get(job.blob_key)
+                if isinstance(data, Exception):
+                    raise data
+                if data is None:  # not read in the batch (large), or missing: the one-by-one way
+                    data = await self._blob_io(job.size_bytes, self.ports.blobs.get, job.blob_key)
+                parsed = await self.ports.parse(data, job.media_type, job.filename)
+                del data
+            except Exception as exc:
+                return error_outcome(job, as_ingestd_error(exc), self.settings, _ms(started))
+            return job, parsed, started
+
+    async def _store_parsed(
+        self,
+        blobs: BatchedBlobStore,
+        results: list[Outcome | tuple[ClaimedJob, ParsedDocument, float]],
+    ) -> list[Outcome]:
+        """Store the parsed texts (small ones in one write) and advance their jobs to parsed."""
+        done = [r for r in results if not isinstance(r, Outcome)]
+        texts = {job.id: parsed.markdown.encode() for job, parsed, _ in done}
+        small = [job.id for job, _, _ in done if len(texts[job.id]) <= BATCHED_BLOB_MAX_BYTES]
+        keys: dict[uuid.UUID, str] = {}
+        failed: Exception | None = None
+        if small:
+            try:
+                stored = await asyncio.to_thread(blobs.put_many, [texts[i] for i in small])
+                keys = dict(zip(small, stored, strict=True))
+            except Exception as exc:
+                failed = exc
+        outcomes = []
+        for result in results:
+            if isinstance(result, Outcome):
+                outcomes.append(result)
+                continue
+            job, parsed, started = result
+            with bound_contextvars(**job.log_fields()):
+                try:
+                    if failed is not None and job.id in small:
+                        raise failed
+                    key = keys.get(job.id)
+                    if key is None:  # a large text: stored alone
+                        text = texts[job.id]
+                        key = await self._blob_io(len(text), blobs.put, text)
+                except Exception as exc:
+                    error = as_ingestd_error(exc)
+                    outcomes.append(error_outcome(job, error, self.settings, _ms(started)))
+                    continue
+            outcomes.append(self._parsed_outcome(job, parsed, key, started))
+        return outcomes
+
+    def _parsed_outcome(
+        self, job: ClaimedJob, parsed: ParsedDocument, key: str, started: float
+    ) -> Outcome:
+        if len(parsed.markdown) <= PARSED_CACHE_MAX_CHARS:
+            self._parsed[job.id] = parsed
+        return advance(
+            job,
+            State.PARSED,
+            _ms(started),
+            parsed_blob_key=key,
+            parse_metadata=parsed.stored_metadata(),
+            usage={"parse_pages": parsed.page_count or 0},
+        )
 
     async def _parse_one(self, job: ClaimedJob) -> Outcome:
         with bound_contextvars(**job.log_fields()):
@@ -324,17 +419,7 @@ class Pipeline:
             key = await self._blob_io(len(text), self.ports.blobs.put, text)
         except Exception as exc:
             return error_outcome(job, as_ingestd_error(exc), self.settings, _ms(started))
-        if len(parsed.markdown) <= PARSED_CACHE_MAX_CHARS:
-            self._parsed[job.id] = parsed
-        metadata = parsed.stored_metadata()
-        return advance(
-            job,
-            State.PARSED,
-            _ms(started),
-            parsed_blob_key=key,
-            parse_metadata=metadata,
-            usage={"parse_pages": parsed.page_count or 0},
-        )
+        return self._parsed_outcome(job, parsed, key, started)
 
     async def _blob_io(self, size: int, function: Callable[..., T], *args: Any) -> T:
         """A blob store call: small ones inline on a local folder, all others in a thread (a
@@ -530,10 +615,12 @@ class Pipeline:
             (p, vec) for p, vec in zip(pending, result.vectors, strict=True) if p[0] not in poisoned
         ]
         rows = [(job_id, cid, np.asarray(vec, dtype=np.float32)) for (job_id, cid, _), vec in good]
-        job_ids = list(dict.fromkeys(p[0] for p, _ in good))
-        weights = [sum(len(p[2]) for p, _ in good if p[0] == job_id) for job_id in job_ids]
-        shares = split_usage(result.usage.prompt_tokens, weights)
-        return rows, dict(zip(job_ids, shares, strict=True)), poisoned, result.usage.requests
+        # Each job's characters, in the order its first chunk comes (one pass, not one per job).
+        weights: dict[uuid.UUID, int] = {}
+        for (job_id, _, text), _ in good:
+            weights[job_id] = weights.get(job_id, 0) + len(text)
+        shares = split_usage(result.usage.prompt_tokens, list(weights.values()))
+        return rows, dict(zip(weights, shares, strict=True)), poisoned, result.usage.requests
 
     async def _store_vectors(
         self, vectors: VectorRows, jobs: list[ClaimedJob], ledger: dict[str, Usage]

@@ -9,13 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from ingestd.config import Settings
 from ingestd.ports import BlobStore
 from ingestd.storage import LocalBlobStore
 
 Backend = Literal["local", "postgres", "s3"]
+
+
+@runtime_checkable
+class BatchedBlobStore(BlobStore, Protocol):
+    """A store that reads and writes several small blobs in one round trip (the parse stage
+    uses it for a batch's uploads and parsed texts)."""
+
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The bytes of each key found; a missing key is absent from the answer."""
+        ...
+
+    def put_many(self, blobs: list[bytes]) -> list[str]:
+        """Store each blob; their keys, in order."""
+        ...
 
 
 def blob_backend(settings: Settings) -> Backend:

@@ -125,6 +125,41 @@ class PostgresBlobStore:
 
     # -- beyond the port ---------------------------------------------------------------------
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs in one statement: the bytes of each key found (a missing key is absent
+        from the answer; the caller says what that means)."""
+        keys = sorted({check_key(k) for k in keys})
+        if not keys:
+            return {}
+        parts: dict[str, list[bytes]] = {}
+        counts: dict[str, int] = {}
+        for key, count, data in self._fetch("get_blobs", {"keys": keys}, binary=True):
+            parts.setdefault(key, []).append(bytes(data))
+            counts[key] = count
+        for key, pieces in parts.items():
+            if len(pieces) != counts[key]:
+                raise PermanentError(
+                    "blob.corrupt", f"blob {key} has {len(pieces)} of {counts[key]} parts"
+                )
+        return {key: b"".join(pieces) for key, pieces in parts.items()}
+
+    def put_many(self, blobs: Iterable[bytes]) -> list[str]:
+        """Store several blobs; returns their keys, in order. The one-part ones (at most
+        ``part_bytes``) go in one statement, larger ones one by one as ``put`` stores them.
+        Like ``put``, bytes already stored are not written again."""
+        keys, unique = [], {}
+        for data in blobs:
+            if len(data) > self.part_bytes:
+                keys.append(self.put(data))
+                continue
+            key = content_key(data)
+            keys.append(key)
+            unique[key] = data
+        if unique:
+            params = {"keys": list(unique), "data": list(unique.values())}
+            self._run(lambda conn: conn.execute(QUERIES["put_small_blobs"], params, binary=True))
+        return keys
+
     def iter_parts(self, key: str) -> Iterator[bytes]:
         """A blob's bytes part by part: one part in memory at a time."""
         header = self._header(check_key(key))

@@ -191,3 +191,46 @@ def test_blobs_copy_moves_a_home_folder_into_the_database(settings: Settings) ->
         database.close()
     same = invoke(["blobs", "copy", "--from", "postgres"], env=env)
     assert same.exit_code != 0 and "already postgres" in same.output
+
+
+def test_postgres_batch_calls_store_and_read_many_blobs(
+    make_store: Callable[[str], BlobStore],
+) -> None:
+    store = make_store("postgres")
+    assert isinstance(store, PostgresBlobStore)
+    already = store.put(b"stored before the batch")
+    large = os.urandom(TEST_PART_BYTES * 2 + 7)  # more than one part: stored the one-by-one way
+    batch = [b"first", b"second", b"first", large, b"stored before the batch", b""]
+    keys = store.put_many(batch)
+    assert keys == [hashlib.sha256(data).hexdigest() for data in batch]
+    assert keys[4] == already
+    for key, data in zip(keys, batch, strict=True):
+        assert store.get(key) == data
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    found = store.get_many([*keys, missing])
+    assert found == dict(zip(keys, batch, strict=False))  # the duplicate key once, no missing
+    assert store.put_many([]) == [] and store.get_many([]) == {}
+    with pytest.raises(PermanentError) as bad:
+        store.get_many(["not-a-key"])
+    assert bad.value.code == "blob.bad_key"
+
+
+async def test_a_missing_upload_fails_only_its_own_job_in_a_batch(app: App, tmp_path: Path) -> None:
+    # The parse stage reads a batch's uploads in one call: a missing one fails its job alone.
+    assert isinstance(app.blobs, PostgresBlobStore)
+    write_corpus(tmp_path / "docs", 4)
+    await ingest_files(app.db, app.blobs, [tmp_path / "docs"], owner="batch")
+    rows = await app.db.fetch_all("SELECT d.id, d.blob_key FROM documents d ORDER BY d.id")
+    lost = rows[1]
+    app.blobs.delete(lost["blob_key"])
+    assert await app.worker(burst=True).run() == 0
+    jobs = await app.db.fetch_all(
+        "SELECT document_id, state, last_error ->> 'code' AS code, parsed_blob_key FROM jobs"
+    )
+    by_document = {j["document_id"]: j for j in jobs}
+    assert by_document[lost["id"]]["state"] == "failed_parse"
+    assert by_document[lost["id"]]["code"] == "blob.missing"
+    others = [j for d, j in by_document.items() if d != lost["id"]]
+    assert [j["state"] for j in others] == ["complete"] * 3
+    for job in others:
+        assert app.blobs.get(job["parsed_blob_key"]).startswith(b"#")

@@ -10,6 +10,20 @@ WITH head AS (
 )
 INSERT INTO blob_parts (key, part, data) SELECT key, 0, %(data)s FROM head
 
+-- name: put_small_blobs
+-- Several one-part blobs in one statement (PostgresBlobStore.put_many): the headers of the keys
+-- not stored yet, in key order (two such statements never wait on each other in a cycle), then
+-- their parts. The keys come distinct.
+WITH given AS (
+    SELECT * FROM unnest(%(keys)s::text[], %(data)s::bytea[]) AS g(key, data)
+), head AS (
+    INSERT INTO blobs (key, size_bytes, parts)
+    SELECT key, length(data), 1 FROM given ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+)
+INSERT INTO blob_parts (key, part, data) SELECT g.key, 0, g.data FROM head JOIN given g USING (key)
+
 -- name: claim_blob
 -- The header of a many-part blob, written first in the transaction that then copies its parts.
 INSERT INTO blobs (key, size_bytes, parts) VALUES (%(key)s, %(size)s, %(parts)s)
@@ -22,6 +36,11 @@ COPY blob_parts (key, part, data) FROM STDIN (FORMAT BINARY)
 -- name: get_blob
 SELECT b.parts, p.data FROM blobs b JOIN blob_parts p USING (key)
 WHERE b.key = %(key)s ORDER BY p.part
+
+-- name: get_blobs
+-- Several blobs in one round trip (PostgresBlobStore.get_many): every part of each, in order.
+SELECT b.key, b.parts, p.data FROM blobs b JOIN blob_parts p USING (key)
+WHERE b.key = ANY(%(keys)s::text[]) ORDER BY b.key, p.part
 
 -- name: get_blob_part
 SELECT data FROM blob_parts WHERE key = %(key)s AND part = %(part)s
