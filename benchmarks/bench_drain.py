@@ -23,7 +23,10 @@ shared limiter still runs per request, but never makes them wait.
 CPU per document is reported for the workers (their rusage), the database server (the postmaster,
 its live children and the reaped ones) and the mock, and how idle the whole machine was while the
 workers ran: on a machine with few cores, the sum says where the CPU-bound ceiling of a scenario
-lies (cores / CPU seconds per document), and no idle time says the scenario hit it.
+lies (cores / CPU seconds per document), and no idle time says the scenario hit it. The workers'
+start-up (imports, settings, connections: about a second of CPU each, outside the busy window) is
+measured after the drain by one more worker that finds the queue empty, and taken out of
+``worker_busy_cpu_ms_per_doc`` (``cpu_ms_per_doc`` sums that, the database's and the mock's).
 
 The machine may be shared: compare two code versions or settings back to back (``--env``, or
 ``PYTHONPATH`` at another checkout: the workers inherit it) and report ratios, not absolutes.
@@ -105,6 +108,15 @@ class DrainResult:
     db_cpu_ms_per_doc: float = 0.0
     mock_cpu_ms_per_doc: float = 0.0
     machine_idle: float = 0.0  # share of the machine's CPU time idle while the workers ran
+    worker_startup_cpu_ms: float = 0.0  # one worker's start-up and exit, on an empty queue
+    # the workers' CPU per document without their start-ups (what the busy window costs)
+    worker_busy_cpu_ms_per_doc: float = 0.0
+
+    @property
+    def cpu_ms_per_doc(self) -> float:
+        """CPU per document of the drain's own processes: workers (start-ups out), database,
+        mock."""
+        return self.worker_busy_cpu_ms_per_doc + self.db_cpu_ms_per_doc + self.mock_cpu_ms_per_doc
 
 
 def make_corpus(shape: str, documents: int | None, into: Path) -> Path:
@@ -349,7 +361,8 @@ def run_drain(
 ) -> DrainResult:
     """Ingest ``corpus`` into a fresh embedded PostgreSQL and drain it with ``workers``
     (``embedder="openai-mock"``: through the OpenAI mock, ``latency_ms`` per request, at most
-    ``max_inputs`` per request and ``embed_concurrency`` requests in flight per worker)."""
+    ``max_inputs`` per request and ``embed_concurrency`` requests in flight per worker).
+    ``profile_html``: each worker runs under a profiler writing there (``profiler_argv``)."""
     if embedder != "openai-mock":
         return drain(corpus, workers, name, extra_env or {}, top, profile_html)
     with openai_mock(latency_ms) as mock:
@@ -405,6 +418,7 @@ def drain(
             sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
         statements, commits, exec_ms, done, busy = read_stats(url)
         cpu = [process_cpu_seconds(pid) - b for pid, b in zip(cpu_of, cpu_before, strict=True)]
+        startup_cpu = startup_cpu_seconds(env, base / "startup.log")
         for calls, ms, query in top_statements(url, top):
             print(f"{calls:>8} calls {ms:>10.1f} ms  {query}", file=sys.stderr)
     finally:
@@ -440,6 +454,10 @@ def drain(
         db_cpu_ms_per_doc=round(cpu[0] * 1000 / done, 2),
         mock_cpu_ms_per_doc=round(cpu[1] * 1000 / done, 2) if mock else 0.0,
         machine_idle=round(idle / total, 3) if total else 0.0,
+        worker_startup_cpu_ms=round(startup_cpu * 1000, 1),
+        worker_busy_cpu_ms_per_doc=round(
+            max(worker_cpu - workers * startup_cpu, 0.0) * 1000 / done, 2
+        ),
     )
 
 
@@ -461,12 +479,32 @@ finally:
 
 def profiler_argv(out: Path) -> list[str]:
     """The profiler for ``out``: ``.prof``, a pstats file of cProfile timed by the event loop
-    thread's CPU time; else pyinstrument (``.html``: its HTML page, any other suffix: its text
-    tree), timed by wall clock."""
+    thread's CPU time; else pyinstrument (``.html``: its HTML page, ``.pyisession``: its session,
+    to render later with ``pyinstrument --load``, any other suffix: its text tree), timed by wall
+    clock."""
     if out.suffix == ".prof":
         return ["-c", LOOP_CPU_PROFILE, str(out)]
-    renderer = "html" if out.suffix == ".html" else "text"
+    renderer = {".html": "html", ".pyisession": "session"}.get(out.suffix, "text")
     return ["-m", "pyinstrument", "-r", renderer, "-o", str(out)]
+
+
+def startup_cpu_seconds(env: dict[str, str], log_path: Path) -> float:
+    """CPU seconds of one ``ingestd worker --burst`` that finds the queue empty (after the
+    drain): its imports, settings, connections and exit, which every worker of the drain paid
+    too, outside the busy window (the tokenizer is built there too). Whatever a worker sets up
+    only on its first job is not in it, so the busy CPU derived from it errs on the high side."""
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingestd", "worker", "--burst"],
+            env=env,
+            stderr=log_file,
+            stdout=log_file,
+        )
+        codes, _, cpu = wait_all([proc])
+    if codes != [0]:
+        sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
+        raise SystemExit(f"the start-up worker failed: exit code {codes[0]}")
+    return cpu
 
 
 def wait_all(procs: list[subprocess.Popen[bytes]]) -> tuple[list[int], float, float]:
@@ -499,7 +537,9 @@ def show(result: DrainResult) -> str:
         f"{result.mb_per_second:.2f} MB/s ({result.mb_per_second_busy:.2f} busy); "
         f"per doc {result.statements_per_doc:.1f} statements, "
         f"{result.commits_per_doc:.2f} commits, {result.db_ms_per_doc:.2f} ms DB; "
-        f"CPU ms per doc: workers {result.worker_cpu_ms_per_doc:.1f}, "
+        f"CPU ms per doc: workers {result.worker_cpu_ms_per_doc:.1f} "
+        f"({result.worker_busy_cpu_ms_per_doc:.1f} without the start-ups, "
+        f"{result.worker_startup_cpu_ms:.0f} ms each), "
         f"database {result.db_cpu_ms_per_doc:.1f}, mock {result.mock_cpu_ms_per_doc:.1f}; "
         f"machine {result.machine_idle:.0%} idle"
         + (
